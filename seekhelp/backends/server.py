@@ -1,0 +1,93 @@
+"""Start and stop a real OpenAI-compatible endpoint (`transformers serve`) on a local model.
+
+Used by `seekhelp serve-llm`, by `seekhelp ask` when no endpoint is given, by pipelines and by tests.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class ServerError(RuntimeError):
+    pass
+
+
+@dataclass
+class RunningServer:
+    base_url: str  # ends with /v1
+    model: str  # the name to send in requests
+    process: subprocess.Popen | None
+    log_path: Path | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_healthy(root_url: str, timeout_s: float = 180.0, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise ServerError(f"server exited with code {process.returncode} before becoming healthy")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{root_url}/health", timeout=2.0).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise ServerError(f"{root_url}/health did not answer within {timeout_s:.0f} s")
+
+
+def _serve_command(model_dir: str, port: int, host: str) -> list[str]:
+    exe = Path(sys.executable).with_name("transformers")
+    base = [str(exe)] if exe.exists() else [sys.executable, "-m", "transformers.cli.transformers"]
+    return [*base, "serve", model_dir, "--host", host, "--port", str(port), "--device", "cpu"
+            if os.environ.get("SEEKHELP_SERVE_DEVICE", "auto") == "cpu" else "auto", "--log-level", "warning"]
+
+
+@contextlib.contextmanager
+def serve(model: str = "smollm2-135m", port: int | None = None, host: str = "127.0.0.1",
+          log_path: Path | None = None, timeout_s: float = 180.0) -> Iterator[RunningServer]:
+    """Run `transformers serve` on a registry model or folder for the duration of the block."""
+    from seekhelp import models
+
+    model_dir = models.resolve(model)
+    port = port or free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
+    log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    proc = subprocess.Popen(_serve_command(model_dir, port, host), stdout=log_file, stderr=subprocess.STDOUT,
+                            env=env, start_new_session=True)
+    root = f"http://{host}:{port}"
+    try:
+        log.info("starting transformers serve on %s (model %s)", root, model)
+        wait_healthy(root, timeout_s, proc)
+        yield RunningServer(base_url=f"{root}/v1", model=model, process=proc, log_path=log_path)
+    finally:
+        stop(proc)
+        if log_path:
+            log_file.close()
+
+
+def stop(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

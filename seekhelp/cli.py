@@ -1,0 +1,179 @@
+"""`seekhelp` command line: ask, models, serve-llm, and the store commands (sql, stats, export, ...)."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seekhelp.records import Question, Trajectory
+
+app = typer.Typer(help="Teach a small on-device model when and how to ask a large one for help, privately.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+models_app = typer.Typer(help="The model registry: list and prepare embedded models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "openai", "urllib3", "transformers", "datasets"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, a non-zero exit, no traceback."""
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def user_errors():
+    from seekhelp.backends.server import ServerError
+    from seekhelp.models import ModelError
+
+    try:
+        yield
+    except (ModelError, ServerError, ValueError, FileNotFoundError, PermissionError) as e:
+        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Show the registry and which embedded models are prepared."""
+    from seekhelp.models import cache_root, list_models
+
+    t = Table("name", "source", "hub id", "prepared", "description")
+    for r in list_models():
+        t.add_row(r["name"], r["source"], r["hub_id"], {None: "-", True: "yes", False: "no"}[r["prepared"]],
+                  r["description"])
+    console.print(t)
+    console.print(f"cache: {cache_root()}")
+
+
+@models_app.command("prepare")
+def models_prepare(name: str = "smollm2-135m", force: bool = False) -> None:
+    """Materialize an embedded model into the cache folder (once)."""
+    from seekhelp.models import prepare
+
+    setup_logging()
+    with user_errors():
+        console.print(f"{name}: {prepare(name, force=force)}")
+
+
+@app.command("serve-llm")
+def serve_llm(model: str = "smollm2-135m", port: int = 8000, host: str = "127.0.0.1") -> None:
+    """Run a real OpenAI-compatible endpoint (`transformers serve`) on a model until Ctrl-C."""
+    from seekhelp.backends.server import serve
+
+    setup_logging()
+    with user_errors(), serve(model, port=port, host=host) as srv:
+        console.print(f"serving {model} at {srv.base_url} (model name: {srv.model}); Ctrl-C stops it")
+        with contextlib.suppress(KeyboardInterrupt):
+            while srv.process and srv.process.poll() is None:
+                time.sleep(1)
+
+
+@contextlib.contextmanager
+def llm_backend(base_url: str | None, model: str | None, embedded: str = "smollm2-135m"):
+    """An OpenAI-compatible backend: the given endpoint, or a `transformers serve` started for the block."""
+    from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
+    from seekhelp.backends.server import serve
+
+    base_url = base_url or os.environ.get("SEEKHELP_LLM_BASE_URL")
+    if base_url:
+        yield OpenAIBackend(EndpointConfig(base_url=base_url, model=model or os.environ.get("SEEKHELP_LLM_MODEL")))
+        return
+    with serve(model or embedded) as srv:
+        yield OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model))
+
+
+def print_trajectory(t: Trajectory) -> None:
+    for turn in t.turns:
+        color = {"slm": "cyan", "llm": "magenta", "guard": "red"}.get(turn.role, "white")
+        head = f"[{color}]{turn.role.upper()}[/{color}] action={turn.action} tokens={turn.prompt_tokens}+" \
+               f"{turn.completion_tokens} {turn.latency_s:.2f}s"
+        if turn.guard:
+            head += f" guard={turn.guard}"
+        if turn.errors:
+            head += f" [yellow]errors={turn.errors}[/yellow]"
+        console.print(head)
+        if turn.sent is not None:
+            console.print(f"  [dim]sent:[/dim] {turn.sent}", highlight=False)
+        console.print(f"  {turn.raw.strip()}", highlight=False)
+    sp, sc = t.tokens("slm")
+    lp, lc = t.tokens("llm")
+    console.print(f"[bold]answer:[/bold] {t.final_answer!r}  stop={t.stop_reason}  format_ok={t.format_ok}  "
+                  f"llm_calls={t.n_llm_calls}  slm_tokens={sp}+{sc}  llm_tokens={lp}+{lc}")
+
+
+@app.command()
+def ask(
+    question: Annotated[str, typer.Option(help="The user's question")],
+    private: Annotated[list[str] | None, typer.Option(help="A private fact (repeatable)")] = None,
+    strategy: str = "dynamic",
+    slm: str = "smollm2-135m",
+    llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; none = embedded")] = None,
+    llm_model: str | None = None,
+    n_max: int = 4,
+    guard: str = "block",
+    ground: Annotated[bool, typer.Option(help="Give the LLM facts from the offline knowledge base")] = True,
+    temperature: float = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory as JSON")] = False,
+) -> None:
+    """Answer one question with a strategy and print the dialogue (or the trajectory JSON)."""
+    from seekhelp.backends.local import TransformersBackend
+    from seekhelp.runtime import RuntimeConfig
+    from seekhelp.strategies import STRATEGIES, StrategyContext, run_strategy
+
+    setup_logging()
+    if strategy not in STRATEGIES:
+        fail(f"--strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}")
+    if guard not in ("block", "redact", "off"):
+        fail(f"--guard {guard!r}: choose block, redact or off")
+    if not question.strip():
+        fail("--question is empty")
+    q = Question(question=question, answers=[], privacy_items=list(private or []), source="cli")
+    with user_errors():
+        slm_backend = TransformersBackend(slm)
+        grounder = None
+        if ground:
+            from seekhelp.knowledge import KnowledgeBase, grounder as make_grounder
+
+            grounder = make_grounder(KnowledgeBase.from_geonames(), k=3)
+        cfg = RuntimeConfig(n_max=n_max, guard=guard, slm_temperature=temperature)
+        with llm_backend(llm_base_url, llm_model) as llm:
+            ctx = StrategyContext(slm=slm_backend, llm=llm, config=cfg, grounder=grounder)
+            (traj,) = asyncio.run(run_strategy(strategy, ctx, [q]))
+    if as_json:
+        sys.stdout.write(json.dumps(traj.to_dict(), ensure_ascii=False, indent=2) + "\n")
+    else:
+        print_trajectory(traj)
+
+
+def _register_optional() -> None:
+    """Commands that live next to their subsystem register themselves here."""
+    with contextlib.suppress(ImportError):
+        from seekhelp.store.commands import register
+
+        register(app)
+
+
+_register_optional()
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,32 @@
+"""The batched transformers backend on a tiny random model: one generate call per micro-batch, stops honoured."""
+
+import asyncio
+
+from seekhelp.backends.base import GenParams, truncate_at_stop
+from seekhelp.backends.local import TransformersBackend
+
+
+def test_batched_generation_returns_one_completion_per_conversation(tiny_model_dir):
+    backend = TransformersBackend(tiny_model_dir, max_batch_size=4)
+    convs = [[{"role": "user", "content": "word " * (i + 1)}] for i in range(10)]
+    outs = asyncio.run(backend.generate(convs, GenParams(max_new_tokens=8)))
+    assert len(outs) == 10
+    assert backend.stats["batches"] == 3 and backend.stats["calls"] == 10
+    assert all(o.prompt_tokens > 0 and 0 < o.completion_tokens <= 8 for o in outs)
+    prompt_lengths = [o.prompt_tokens for o in outs]
+    assert prompt_lengths == sorted(prompt_lengths)  # results come back in input order
+
+
+def test_sampling_with_a_seed_is_reproducible(tiny_model_dir):
+    backend = TransformersBackend(tiny_model_dir)
+    conv = [[{"role": "user", "content": "hello"}]] * 3
+    p = GenParams(max_new_tokens=6, temperature=1.0, seed=3)
+    a = [o.text for o in asyncio.run(backend.generate(conv, p))]
+    b = [o.text for o in asyncio.run(backend.generate(conv, p))]
+    assert a == b
+
+
+def test_truncate_at_stop_keeps_the_earliest_stop():
+    assert truncate_at_stop("<think>a</think><answer>x</answer> tail", ["</message>", "</answer>"]) == \
+        "<think>a</think><answer>x</answer>"
+    assert truncate_at_stop("no stop here", ["</answer>"]) == "no stop here"
