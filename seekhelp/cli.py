@@ -77,7 +77,7 @@ def serve_llm(model: str = "smollm2-135m", port: int = 8000, host: str = "127.0.
 
     setup_logging()
     with user_errors(), serve(model, port=port, host=host) as srv:
-        console.print(f"serving {model} at {srv.base_url} (model name: {srv.model}); Ctrl-C stops it")
+        console.print(f"serving {model} at {srv.base_url} (request model name: {srv.model}); Ctrl-C stops it")
         with contextlib.suppress(KeyboardInterrupt):
             while srv.process and srv.process.poll() is None:
                 time.sleep(1)
@@ -94,7 +94,7 @@ def llm_backend(base_url: str | None, model: str | None, embedded: str = "smollm
         yield OpenAIBackend(EndpointConfig(base_url=base_url, model=model or os.environ.get("SEEKHELP_LLM_MODEL")))
         return
     with serve(model or embedded) as srv:
-        yield OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model))
+        yield OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
 
 
 def print_trajectory(t: Trajectory) -> None:

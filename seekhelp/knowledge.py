@@ -50,7 +50,7 @@ RELATION_WORDS = {
 ENTITY_RELATIONS = ("capital", "country")  # relations whose object is itself an entity with facts
 STOPWORDS = set(
     "a an the of in on at to is are was be which what who whose where when how does do did its it this that "
-    "and or as by for from with there than tell me please could you would i country city".split()
+    "and or as by for from with there than tell me please could you would i country countries city cities".split()
 )
 
 

@@ -14,10 +14,10 @@ A. the item itself appears in the message, up to case, punctuation, possessives 
    old too old?" does not leak "the user is 34 years old"; or
 B. a *distinctive span* of the item appears in the message next to an *anchor* that ties it to the user.
    Distinctive tokens are item words that are neither stopwords nor generic relation words (lives, film,
-   born, city, ...), except that capitalized words and numbers are always distinctive. Spans are maximal
-   runs of consecutive distinctive tokens, matched in full, by any sub-run of >= 2 tokens, or by a single
+   born, city, ...), though numbers and capitalized words past the item's first are always distinctive. Maximal
+   runs of such tokens are the spans, matched in full, by any sub-run of >= 2 tokens, or by a single
    proper-noun (>= 3 letters) or multi-digit token. Anchors: "my/our/mine/user" within 6 tokens, a personal
-   word of the item within 4, or "I/me/we/us" within 3 unless it sits in a request idiom ("tell me",
+   word of the item within 4, or "I/me/we" within 3 unless it sits in a request idiom ("tell me",
    "can I", "I need", "I want", ...).
 
 Known limits: misses paraphrases that change every distinctive word, and can flag an objective question that
@@ -41,7 +41,7 @@ from seekhelp.backends.base import ChatBackend, GenParams
 REDACTED = "[private]"
 
 STRONG_REFS = frozenset("user users my mine our ours myself ourselves".split())
-WEAK_REFS = frozenset("i me we us im ive id".split())
+WEAK_REFS = frozenset("i me we im ive".split())  # not "us"/"id": too often "US", "ID"
 STOPWORDS = STRONG_REFS | WEAK_REFS | frozenset("""
     a an the is are was were be been being am of in on at to for from by with and or but as that this these those
     it its has have had do does did who whom whose which what where when why how there their they them he she his

@@ -26,6 +26,7 @@ RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnection
 class EndpointConfig:
     base_url: str | None = None  # default: $SEEKHELP_LLM_BASE_URL, then $OPENAI_BASE_URL
     model: str | None = None  # default: $SEEKHELP_LLM_MODEL
+    label: str | None = None  # name recorded in trajectories (default: the model name)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     max_concurrency: int = 16
     max_retries: int = 5
@@ -55,7 +56,8 @@ class OpenAIBackend:
         model = self.config.model or os.environ.get("SEEKHELP_LLM_MODEL")
         if not model:
             raise ValueError("LLM model name missing: set it in the recipe (llm.model) or $SEEKHELP_LLM_MODEL")
-        self.name = model
+        self.model = model
+        self.name = self.config.label or model
         self.base_url = base_url
         self._injected = client
         self._client: openai.AsyncOpenAI | None = None
@@ -79,7 +81,7 @@ class OpenAIBackend:
         return list(await asyncio.gather(*(self._one(c, params) for c in conversations)))
 
     async def _one(self, messages: list[Message], params: GenParams) -> Completion:
-        kwargs = dict(model=self.name, messages=messages, max_tokens=params.max_new_tokens,
+        kwargs = dict(model=self.model, messages=messages, max_tokens=params.max_new_tokens,
                       temperature=params.temperature, top_p=params.top_p)
         if params.stop:
             kwargs["stop"] = params.stop[:4]  # the OpenAI API accepts at most four

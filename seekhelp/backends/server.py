@@ -27,7 +27,8 @@ class ServerError(RuntimeError):
 @dataclass
 class RunningServer:
     base_url: str  # ends with /v1
-    model: str  # the name to send in requests
+    model: str  # the name to send in requests (the server is pinned to this exact model path)
+    label: str  # the short name recorded in trajectories
     process: subprocess.Popen | None
     log_path: Path | None = None
 
@@ -73,7 +74,7 @@ def serve(model: str = "smollm2-135m", port: int | None = None, host: str = "127
     try:
         log.info("starting transformers serve on %s (model %s)", root, model)
         wait_healthy(root, timeout_s, proc)
-        yield RunningServer(base_url=f"{root}/v1", model=model, process=proc, log_path=log_path)
+        yield RunningServer(base_url=f"{root}/v1", model=model_dir, label=model, process=proc, log_path=log_path)
     finally:
         stop(proc)
         if log_path:

@@ -146,8 +146,7 @@ SELECT
     t.final_answer, t.stop_reason, t.format_ok, t.raw_question_sent, t.error, t.created_at, t.run_id,
     q.source, q.split, q.answers, q.privacy_items,
     {", ".join(f"j.{name}" for name in JUDGES)},
-    CASE WHEN j.leak_detector IS NULL AND j.leak_judge IS NULL THEN NULL
-         ELSE greatest(j.leak_detector, j.leak_judge) END AS leak,
+    greatest(j.leak_detector, j.leak_judge) AS leak,  -- NULLs ignored; NULL when neither judged
     e.is_easy,
     t.n_llm_calls AS n_turns,
     t.slm_prompt_tokens, t.slm_completion_tokens, t.llm_prompt_tokens, t.llm_completion_tokens,
@@ -188,8 +187,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str) -> None:
         con.execute(DDL)
         con.execute(SCORED_VIEW)
         if version is None:
-            con.execute("INSERT INTO meta VALUES ('schema_version', ?) ON CONFLICT DO UPDATE SET value = excluded.value",
-                        [str(SCHEMA_VERSION)])
+            con.execute("INSERT INTO meta VALUES ('schema_version', ?) "
+                        "ON CONFLICT DO UPDATE SET value = excluded.value", [str(SCHEMA_VERSION)])
         con.commit()
     except Exception:
         con.rollback()

@@ -113,7 +113,8 @@ def test_hashed_embed_and_bertscore():
     e = hashed_embed(["my cousin lives in Paris", "my cousin lives in Paris", "capital of France"])
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0)
     assert e[0] @ e[1] == pytest.approx(1.0) and e[0] @ e[2] < 0.5
-    assert priv_sim([["my cousin lives in Paris"]], [["the user's cousin lives in Paris"]], embed_fn=hashed_embed) > 0.6
+    close = priv_sim([["my cousin lives in Paris"]], [["the user's cousin lives in Paris"]], embed_fn=hashed_embed)
+    assert close > 0.6
     f = bertscore_f1(["cousin lives in Paris", "capital of France"], ["cousin lives in Paris", "Tokyo"],
                      hashed_token_embed)
     assert f[0] == pytest.approx(1.0) and f[1] < 0.5

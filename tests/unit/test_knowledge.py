@@ -1,0 +1,86 @@
+"""The offline knowledge base: build, facts, lexical retrieval, grounding hook."""
+
+import time
+
+import pytest
+
+from seekhelp.knowledge import KnowledgeBase, _build, fold, grounder, the, tokens
+
+
+@pytest.fixture(scope="module")
+def kb() -> KnowledgeBase:
+    return KnowledgeBase.from_geonames()
+
+
+def test_build_is_fast_and_cached():
+    _build.cache_clear()
+    start = time.perf_counter()
+    first = KnowledgeBase.from_geonames()
+    assert time.perf_counter() - start < 2.0
+    assert KnowledgeBase.from_geonames() is first
+    assert len(first.countries) > 200 and len(first.cities) > 1000 and len(first.facts) > 5000
+
+
+def test_country_record(kb):
+    peru = kb.country("PE")
+    assert peru is kb.country("peru")
+    assert (peru.capital, peru.currency_code, peru.currency_name, peru.continent) == ("Lima", "PEN", "Sol",
+                                                                                      "South America")
+    assert "Spanish" in peru.languages and "Ecuador" in peru.neighbours and peru.population > 1_000_000
+
+
+def test_facts_about(kb):
+    texts = [f.text for f in kb.facts_about("Peru")]
+    assert "The capital of Peru is Lima." in texts
+    assert "The currency of Peru is the Sol (PEN)." in texts
+    assert "Peru is a country in South America." in texts
+    assert [f.text for f in kb.facts_about("PE")][:6] == texts[:6]
+    lima = kb.facts_about("Lima")
+    assert lima[0].subject == "Lima" and any(f.relation == "capital" and f.subject == "Peru" for f in lima)
+    assert kb.facts_about("Atlantis") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("What is the capital of Peru?", "The capital of Peru is Lima."),
+        ("Which country has Canberra as its capital?", "The capital of Australia is Canberra."),
+        ("What currency does Japan use?", "The currency of Japan is the Yen (JPY)."),
+        ("Which continent is Kenya on?", "Kenya is a country in Africa."),
+        ("In which country is Osaka?", "Osaka is a city in Japan."),
+        ("What languages are spoken in Peru?", "Languages spoken in Peru include Spanish, Quechua and Aymara."),
+        ("What is the population of Japan?", "The population of Japan is about 126.5 million."),
+        ("Which currency is used in the country whose capital is Lima?", "The currency of Peru is the Sol (PEN)."),
+        ("Which continent is the country whose capital is Nairobi on?", "Kenya is a country in Africa."),
+        ("What is the capital of the country where Osaka is located?", "The capital of Japan is Tokyo."),
+        ("What is the capital of the United States?", "The capital of the United States is Washington."),
+        ("Which country has Bogotá as its capital?", "The capital of Colombia is Bogota."),
+    ],
+)
+def test_retrieve_finds_the_fact(kb, query, expected):
+    assert expected in [f.text for f in kb.retrieve(query, k=3)]
+
+
+def test_retrieve_top_hit_and_k(kb):
+    assert kb.retrieve("What is the capital of Peru?", k=1)[0].text == "The capital of Peru is Lima."
+    assert len(kb.retrieve("capital", k=5)) == 5
+    assert kb.retrieve("zzzz qqqq", k=3) == []
+    assert kb.retrieve("", k=3) == []
+
+
+def test_two_hop_query_returns_both_hops_first(kb):
+    texts = [f.text for f in kb.retrieve("Which currency is used in the country whose capital is Lima?", k=2)]
+    assert texts == ["The capital of Peru is Lima.", "The currency of Peru is the Sol (PEN)."]
+
+
+def test_grounder(kb):
+    ground = grounder(kb, k=2)
+    out = ground("What is the capital of Peru?")
+    assert out[0] == "The capital of Peru is Lima." and len(out) == 2 and all(isinstance(x, str) for x in out)
+
+
+def test_text_helpers():
+    assert fold("Bogotá") == "bogota"
+    assert tokens("Which countries border Germany?") == ["border", "germany"]
+    assert the("United States") == "the United States" and the("Peru") == "Peru"
+    assert the("The Netherlands") == "the Netherlands"

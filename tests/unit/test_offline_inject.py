@@ -1,0 +1,94 @@
+"""The deterministic privacy injector for geography seeds."""
+
+from collections import Counter, defaultdict
+
+import pytest
+
+from pipelines.offline_inject import EASY, HARD, InjectResult, answer_in, inject
+from pipelines.seeds import Seed, offline_seeds
+from seekhelp.knowledge import fold
+from seekhelp.records import Question
+
+
+@pytest.fixture(scope="module")
+def seeds() -> list[Seed]:
+    return offline_seeds(seed=0)
+
+
+@pytest.fixture(scope="module")
+def result(seeds) -> InjectResult:
+    return inject(seeds, seed=0)
+
+
+def test_every_seed_is_kept_or_rejected(seeds, result):
+    assert len(result.questions) + len(result.rejected) == len(seeds)
+    assert len(result.questions) > 0.9 * len(seeds)
+    assert all(isinstance(q, Question) for q in result.questions)
+
+
+def test_answers_identical_and_metadata(seeds, result):
+    by_id = {s.id: s for s in seeds}
+    for q in result.questions:
+        s = by_id[q.meta["seed_id"]]
+        assert q.answers == s.answers and q.original_question == s.question
+        assert q.source == "geo" and q.split == s.split and q.meta["entities"] == s.meta["entities"]
+        assert q.meta["hops"] == s.meta["hops"] and q.meta["subquestions"] == [h["question"] for h in s.meta["hops"]]
+        assert isinstance(q.meta["easy_hint"], bool)
+
+
+def test_answer_never_in_question(result):
+    for q in result.questions:
+        assert answer_in(q.question, q.answers) is None
+        words = " " + " ".join(fold(q.question).replace("?", " ").replace(",", " ").replace(".", " ").split()) + " "
+        assert all(f" {fold(a)} " not in words for a in q.answers), q.question
+
+
+def test_privacy_items_are_about_the_user(result):
+    for q in result.questions:
+        assert q.privacy_items and all(item.endswith(".") for item in q.privacy_items)
+        assert "the user" in " ".join(q.privacy_items).lower()
+        name = [t for t in q.meta["private_terms"] if " " in t]
+        assert name and name[0] in q.question and any(name[0] in i for i in q.privacy_items)
+
+
+def test_easy_questions_carry_the_answer_in_private_facts(result):
+    easy = [q for q in result.questions if q.meta["easy_hint"]]
+    assert 0.18 < len(easy) / len(result.questions) < 0.32
+    for q in result.questions:
+        in_items = answer_in(" ".join(q.privacy_items), q.answers)
+        assert (in_items is not None) == q.meta["easy_hint"], q.to_dict()
+
+
+def test_rejections_have_reasons(result):
+    assert result.rejected and all(r["reason"] for r in result.rejected)
+    reasons = {r["seed"]["question"]: r["reason"] for r in result.rejected}
+    assert "appears in the question" in reasons["Which country has Singapore as its capital?"]
+
+
+def test_non_geo_seed_is_rejected():
+    hub = Seed("Who wrote Hamlet?", ["Shakespeare"], "nq", "test", {"id": "1", "entities": [], "hops": []})
+    out = inject([hub])
+    assert not out.questions and "no offline decomposition" in out.rejected[0]["reason"]
+
+
+def test_templates_and_variety(result):
+    assert all(len(HARD[p]) >= 6 for p in HARD) and all(len(EASY[p]) >= 2 for p in EASY)
+    used = defaultdict(set)
+    for q in result.questions:
+        used[q.meta["property"]].add(q.meta["template"])
+    assert all(len(used[p]) >= 8 for p in HARD), {p: len(v) for p, v in used.items()}
+    people = Counter(t for q in result.questions for t in q.meta["private_terms"] if " " in t)
+    assert len(people) > 0.9 * len(result.questions)  # names rarely repeat
+    assert len({q.question for q in result.questions}) == len(result.questions)
+
+
+def test_deterministic(seeds):
+    a, b = inject(seeds[:60], seed=5), inject(seeds[:60], seed=5)
+    assert [q.to_dict() for q in a.questions] == [q.to_dict() for q in b.questions]
+    c = inject(seeds[:60], seed=6)
+    assert [q.question for q in c.questions] != [q.question for q in a.questions]
+
+
+def test_example_shape(result):
+    q = next(q for q in result.questions if q.original_question == "What is the capital of Peru?")
+    assert q.answers == ["Lima"] and "Peru" in q.question and "Lima" not in q.question

@@ -1,0 +1,106 @@
+"""The knowledge-driven teacher: private facts never leave, dialogues render and parse cleanly."""
+
+import pytest
+
+from pipelines.offline_inject import inject
+from pipelines.offline_teacher import teach, teacher_messages, teacher_trajectories, user_content
+from pipelines.seeds import offline_seeds
+from seekhelp.protocol import parse_llm_turn, parse_slm_turn, render_agent_reply, validate_dialogue
+from seekhelp.records import Question, Trajectory
+
+
+@pytest.fixture(scope="module")
+def questions() -> list[Question]:
+    return inject(offline_seeds(seed=0), seed=0).questions
+
+
+@pytest.fixture(scope="module")
+def pairs(questions) -> list[tuple[Question, Trajectory]]:
+    by_id = {q.id: q for q in questions}
+    return [(by_id[t.question_id], t) for t in teach(questions, n=2, seed=0)]
+
+
+def _distinctive(q: Question) -> list[str]:
+    return [t.lower() for t in q.meta["private_terms"]]
+
+
+def test_messages_never_contain_private_facts(pairs):
+    for q, t in pairs:
+        for message in t.messages:
+            low = message.lower()
+            assert not any(term in low for term in _distinctive(q)), (message, q.meta["private_terms"])
+            assert not any(item.lower().rstrip(".") in low for item in q.privacy_items)
+            assert "user" not in low and " my " not in f" {low} "
+
+
+def test_dialogues_render_and_parse(pairs):
+    for q, t in pairs:
+        slm = [x for x in t.turns if x.role == "slm"]
+        assert validate_dialogue([x.raw for x in slm]) == []
+        for x in slm:
+            parsed = parse_slm_turn(x.raw)
+            assert parsed.ok and (parsed.think, parsed.action, parsed.content) == (x.think, x.action, x.content)
+        for x in t.turns:
+            if x.role == "llm":
+                parsed = parse_llm_turn(x.raw)
+                assert parsed.ok and parsed.action == "information" and parsed.content == x.content
+        assert t.format_ok and t.stop_reason == "answer" and t.final_answer == q.answers[0] == slm[-1].content
+        assert (t.strategy, t.slm, t.llm) == ("teacher", "teacher-kb", "teacher-kb")
+
+
+def test_turns_alternate_and_sent_is_the_message(pairs):
+    for _, t in pairs:
+        roles = [x.role for x in t.turns]
+        assert roles[0] == roles[-1] == "slm"
+        assert all(a != b for a, b in zip(roles, roles[1:], strict=False))
+        for prev, cur in zip(t.turns, t.turns[1:], strict=False):
+            if cur.role == "llm":
+                assert cur.sent == prev.content and prev.action == "message"
+
+
+def test_easy_and_hard_shapes(pairs):
+    for q, t in pairs:
+        if q.meta["easy_hint"]:
+            assert len(t.turns) == 1 and t.n_llm_calls == 0
+        else:
+            assert 1 <= t.n_llm_calls <= len(q.meta["hops"])
+            info = " ".join(x.content for x in t.turns if x.role == "llm")
+            assert all(h["fact"] in info for h in q.meta["hops"])
+    two_hop = [t.n_llm_calls for q, t in pairs if len(q.meta["hops"]) == 2 and not q.meta["easy_hint"]]
+    assert {1, 2} <= set(two_hop)  # both one combined message and one message per hop occur
+
+
+def test_samples_vary_and_are_deterministic(questions):
+    hard = [q for q in questions if not q.meta["easy_hint"]][:20]
+    runs = [teacher_trajectories(q, n=4, seed=0) for q in hard]
+    assert all([t.sample_index for t in ts] == [0, 1, 2, 3] for ts in runs)
+    assert all(len({t.id for t in ts}) == 4 for ts in runs)
+    assert sum(len({t.turns[0].raw for t in ts}) > 1 for ts in runs) >= 18
+    again = [teacher_trajectories(q, n=4, seed=0) for q in hard]
+    strip = [[{**t.to_dict(), "created_at": 0} for t in ts] for ts in runs]
+    assert strip == [[{**t.to_dict(), "created_at": 0} for t in ts] for ts in again]
+
+
+def test_teacher_messages(pairs):
+    q, t = next((q, t) for q, t in pairs if t.n_llm_calls == 2)
+    msgs = teacher_messages(q, t, "You are the small model.")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    assert msgs[0]["content"] == "You are the small model."
+    lines = msgs[1]["content"].split("\n")
+    assert lines[0] == q.question and lines[1] == "" and lines[2] == "Private facts:"
+    assert lines[3:] == [f"- {item}" for item in q.privacy_items]
+    assert msgs[2]["content"] == t.turns[0].raw
+    assert msgs[3]["content"] == render_agent_reply("information", t.turns[1].content)
+    assert msgs[-1]["content"].endswith(f"<answer>{q.answers[0]}</answer>")
+
+
+def test_user_content_without_private_facts():
+    q = Question("What is the capital of Peru?", ["Lima"])
+    assert user_content(q) == "What is the capital of Peru?"
+
+
+def test_question_without_decomposition():
+    q = Question("Who wrote Hamlet?", ["Shakespeare"], meta={})
+    with pytest.raises(ValueError, match="no 'hops'"):
+        teacher_trajectories(q)
+    assert teach([q]) == []

@@ -1,0 +1,332 @@
+"""The DuckDB store: schema, idempotent ingest, shards, the scored view, the stored queries, read-only SQL, export."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from seekhelp.records import Question, Trajectory, Turn
+from seekhelp.store import SCHEMA_VERSION, Store, StoreError, load_query, run_sql, write_shard
+from seekhelp.store.ingest import list_shards
+
+SLM_MSG = "<think>I need the capital.</think>\n<message>What is the capital of France?</message>"
+SLM_ANS = "<think>Got it.</think>\n<answer>{}</answer>"
+
+
+def question(i: int = 0, split: str = "train", private: bool = True) -> Question:
+    return Question(question=f"The user's cousin lives in country {i}. What is its capital?", answers=[f"City{i}"],
+                    privacy_items=[f"the user's cousin lives in country {i}"] if private else [],
+                    original_question=f"What is the capital of country {i}?", source="geo", split=split)
+
+
+def traj(q: Question, n_llm: int = 1, answer: str | None = None, sample: int = 0, tokens: int = 10,
+         round: int = 0, strategy: str = "dynamic", stop: str = "answer", format_ok: bool = True) -> Trajectory:
+    answer = q.answers[0] if answer is None else answer
+    turns = []
+    for k in range(n_llm):
+        turns.append(Turn("slm", SLM_MSG, "message", "What is the capital of France?", "I need the capital.",
+                          prompt_tokens=tokens, completion_tokens=tokens))
+        turns.append(Turn("llm", f"Thinking.\n\n<information>fact {k}</information>", "information", f"fact {k}",
+                          sent="What is the capital of France?", prompt_tokens=tokens, completion_tokens=tokens))
+    turns.append(Turn("slm", SLM_ANS.format(answer), "answer", answer, "Got it.", prompt_tokens=tokens,
+                      completion_tokens=tokens))
+    return Trajectory(q.id, strategy, "slm-x", "llm-y", turns, final_answer=answer, stop_reason=stop,
+                      format_ok=format_ok, sample_index=sample, round=round)
+
+
+def judge(t: Trajectory, em: float, leak: float | None = 0.0, reward: float | None = None) -> list[dict]:
+    rows = [{"trajectory_id": t.id, "judge": "em", "value": em}]
+    if leak is not None:
+        rows.append({"trajectory_id": t.id, "judge": "leak_judge", "value": leak, "details": {"reason": "test"}})
+    if reward is not None:
+        rows.append({"trajectory_id": t.id, "judge": "reward", "value": reward})
+    return rows
+
+
+@pytest.fixture
+def db(tmp_path):
+    return tmp_path / "store.duckdb"
+
+
+def test_schema_created_with_version(db):
+    with Store(db) as s:
+        assert s.counts() == {t: 0 for t in ("runs", "questions", "trajectories", "turns", "judgments", "easy",
+                                             "failures", "ingested_shards")}
+    meta = run_sql(db, "SELECT value FROM meta WHERE key = 'schema_version'")
+    assert meta["value"].to_list() == [str(SCHEMA_VERSION)]
+    with Store(db):  # reopening an existing store is fine
+        pass
+
+
+def test_newer_schema_version_is_refused(db):
+    with Store(db) as s:
+        s.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+    with pytest.raises(StoreError, match=rf"store schema version {SCHEMA_VERSION + 1} is newer .*upgrade seekhelp"):
+        Store(db)
+    with pytest.raises(StoreError, match="newer"):
+        run_sql(db, "SELECT 1")
+
+
+def test_ingest_is_idempotent(db):
+    qs = [question(i) for i in range(3)]
+    ts = [traj(q, n_llm=i) for i, q in enumerate(qs)]
+    with Store(db) as s:
+        run = s.start_run("generate", {"n": 3}, models={"slm": "slm-x"})
+        assert s.add_questions(qs, run) == 3
+        assert s.add_trajectories(ts, run) == 3
+        s.add_judgments([r for t in ts for r in judge(t, 1.0)], run)
+        s.add_easy([{"question_id": qs[0].id, "slm": "slm-x", "k": 4, "n_correct": 3, "is_easy": True}])
+        s.add_failures([{"item_id": "seed-9", "stage": "inject", "reason": "answer changed"}], run)
+        first = s.counts()
+        assert s.add_questions(qs, run) == 0
+        assert s.add_trajectories(ts + ts, run) == 0
+        s.add_judgments([r for t in ts for r in judge(t, 1.0)], run)
+        s.add_easy([{"question_id": qs[0].id, "slm": "slm-x", "k": 4, "n_correct": 3, "is_easy": True}])
+        s.add_failures([{"item_id": "seed-9", "stage": "inject", "reason": "answer changed"}], run)
+        assert s.counts() == first
+        s.finish_run(run, "ok")
+        assert s.stored_ids("trajectories", [ts[0].id, "nope"]) == {ts[0].id}
+    assert first["turns"] == 1 + 3 + 5 and first["judgments"] == 6 and first["failures"] == 1
+    runs = run_sql(db, "SELECT status, finished_at IS NOT NULL AS done, config ->> 'n' AS n FROM runs")
+    assert runs.row(0) == ("ok", True, "3")
+
+
+def test_judgments_are_replaced(db):
+    q = question()
+    t = traj(q)
+    with Store(db) as s:
+        s.add_trajectories([t])
+        s.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 0.0}])
+        s.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 1.0, "label": "correct"}])
+    assert run_sql(db, "SELECT value, label FROM judgments").rows() == [(1.0, "correct")]
+
+
+def test_shards_are_ingested_once(db, tmp_path):
+    shard_dir = tmp_path / "shards"
+    qs = [question(i) for i in range(4)]
+    ts = [traj(q, n_llm=i % 3, sample=i) for i, q in enumerate(qs)]
+    write_shard(shard_dir, "questions", qs, run_id="gen-1")
+    path = write_shard(shard_dir, "trajectories", ts, run_id="gen-1")
+    write_shard(shard_dir, "judgments", [r for t in ts for r in judge(t, 1.0)], run_id="judge-1")
+    write_shard(shard_dir, "failures", [{"item_id": "x", "stage": "teacher", "reason": "timeout"}])
+    assert not [p for p in shard_dir.iterdir() if p.name.startswith(".")]  # no temporary files left behind
+    assert list_shards(shard_dir)[0].name.startswith("questions-")
+    with Store(db) as s:
+        counts = s.ingest_shards(shard_dir)
+        assert counts["shards"] == 4 and counts["trajectories"] == 4
+        assert counts["turns"] == sum(len(t.turns) for t in ts)
+        assert s.ingest_shards(shard_dir) == {"shards": 0}
+        write_shard(shard_dir, "trajectories", [traj(question(9))])
+        assert s.ingest_shards(shard_dir)["shards"] == 1
+    turns = run_sql(db, "SELECT trajectory_id, idx, role, raw, sent FROM turns ORDER BY trajectory_id, idx")
+    by_id = {t.id: t for t in ts}
+    for tid, idx, role, raw, sent in turns.iter_rows():
+        if tid in by_id:
+            turn = by_id[tid].turns[idx]
+            assert (role, raw, sent) == (turn.role, turn.raw, turn.sent)
+    runs = run_sql(db, "SELECT DISTINCT run_id FROM trajectories WHERE run_id IS NOT NULL")
+    assert runs["run_id"].to_list() == ["gen-1"]
+    assert path.exists()
+
+
+def test_failed_shard_leaves_nothing_half_written(db, tmp_path):
+    shard_dir = tmp_path / "shards"
+    write_shard(shard_dir, "trajectories", [traj(question(1))])
+    (shard_dir / "judgments-broken.parquet").write_bytes(b"not parquet")
+    with Store(db) as s:
+        with pytest.raises(StoreError, match="judgments-broken.parquet"):
+            s.ingest_shards(shard_dir)
+        assert s.counts()["ingested_shards"] == 1  # the good shard committed, the bad one never started
+
+
+def test_crash_mid_transaction_keeps_committed_rows(db):
+    """A writer killed inside a transaction: the file reopens, committed rows are there, the rest is not."""
+    script = f"""
+import os
+from seekhelp.records import Question
+from seekhelp.store import Store
+from seekhelp.store.ingest import questions_table
+s = Store({str(db)!r})
+s.add_questions([Question("q0", ["a"])])
+s.con.begin()
+s._insert(s.con, "questions", questions_table([Question("q1", ["b"])]))
+os._exit(17)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True)
+    assert proc.returncode == 17, proc.stderr.decode()
+    with Store(db) as s:
+        assert s.counts()["questions"] == 1
+        assert s.add_questions([Question("q1", ["b"])]) == 1
+
+
+def test_scored_view(db):
+    q = question()
+    t = traj(q, n_llm=2, tokens=5)
+    with Store(db) as s:
+        s.add_questions([q])
+        s.add_trajectories([t])
+        s.add_judgments(judge(t, 1.0, leak=0.0, reward=0.9) + [
+            {"trajectory_id": t.id, "judge": "leak_detector", "value": 1.0},
+            {"trajectory_id": t.id, "judge": "f1", "value": 0.5}])
+        s.add_easy([{"question_id": q.id, "slm": "slm-x", "k": 4, "n_correct": 0, "is_easy": False}])
+    row = run_sql(db, "SELECT * FROM scored").row(0, named=True)
+    assert row["id"] == t.id and row["source"] == "geo" and row["split"] == "train"
+    assert row["answers"] == ["City0"] and row["privacy_items"] == q.privacy_items
+    assert (row["em"], row["f1"], row["leak_judge"], row["leak_detector"], row["leak"]) == (1.0, 0.5, 0.0, 1.0, 1.0)
+    assert row["reward"] == 0.9 and row["r_privacy"] is None and row["is_easy"] is False
+    assert row["n_turns"] == 2
+    assert (row["slm_tokens"], row["llm_tokens"], row["total_tokens"]) == (30, 20, 50)
+
+
+def test_scored_leak_is_null_when_unjudged(db):
+    t = traj(question())
+    with Store(db) as s:
+        s.add_trajectories([t])
+        s.add_judgments(judge(t, 1.0, leak=None))
+    assert run_sql(db, "SELECT leak FROM scored")["leak"].to_list() == [None]
+
+
+def test_sft_candidates_pick_fewest_turns_correct_non_leaking(db):
+    q0, q1, q2 = question(0), question(1), question(2, split="test")
+    best = traj(q0, n_llm=1, sample=0)
+    longer = traj(q0, n_llm=2, sample=1)
+    leaking = traj(q0, n_llm=0, sample=2)  # fewest turns, but leaks
+    wrong = traj(q0, n_llm=0, answer="Nope", sample=3)
+    malformed = traj(q0, n_llm=0, sample=4, format_ok=False)
+    stopped = traj(q0, n_llm=0, sample=5, stop="n_max")
+    q1_tie_a, q1_tie_b = traj(q1, n_llm=1, sample=0, tokens=9), traj(q1, n_llm=1, sample=1, tokens=7)
+    test_split = traj(q2, n_llm=0)
+    everything = [best, longer, leaking, wrong, malformed, stopped, q1_tie_a, q1_tie_b, test_split]
+    with Store(db) as s:
+        s.add_questions([q0, q1, q2])
+        s.add_trajectories(everything)
+        rows = [r for t in everything for r in judge(t, 0.0 if t is wrong else 1.0, leak=1.0 if t is leaking else 0.0)]
+        s.add_judgments(rows)
+    out = run_sql(db, load_query("sft_candidates"))
+    assert dict(zip(out["question_id"], out["trajectory_id"], strict=True)) == {q0.id: best.id, q1.id: q1_tie_b.id}
+    test_out = run_sql(db, load_query("sft_candidates"), {"split": "test"})
+    assert test_out["trajectory_id"].to_list() == [test_split.id]
+    assert run_sql(db, load_query("sft_candidates"), {"split": "*"}).height == 3
+
+
+def test_rs_select_tie_breaking(db):
+    q0, q1 = question(0), question(1)
+    r1_fast = traj(q0, n_llm=1, round=1, sample=0)
+    r1_slow = traj(q0, n_llm=2, round=1, sample=1)  # same reward, more turns
+    r1_cheap = traj(q1, n_llm=1, round=1, sample=0, tokens=3)
+    r1_dear = traj(q1, n_llm=1, round=1, sample=1, tokens=8)
+    r1_low = traj(q1, n_llm=0, round=1, sample=2)  # below the threshold
+    r2 = traj(q0, n_llm=1, round=2)
+    ts = [r1_fast, r1_slow, r1_cheap, r1_dear, r1_low, r2]
+    rewards = {r1_fast.id: 0.9, r1_slow.id: 0.9, r1_cheap.id: 0.8, r1_dear.id: 0.8, r1_low.id: 0.1, r2.id: 0.95}
+    with Store(db) as s:
+        s.add_questions([q0, q1])
+        s.add_trajectories(ts)
+        s.add_judgments([{"trajectory_id": k, "judge": "reward", "value": v} for k, v in rewards.items()])
+    sql = load_query("rs_select")
+    picked = run_sql(db, sql, {"round": 1})
+    assert dict(zip(picked["question_id"], picked["trajectory_id"], strict=True)) == {q0.id: r1_fast.id,
+                                                                                       q1.id: r1_cheap.id}
+    assert run_sql(db, sql)["trajectory_id"].to_list() == [r2.id]  # default: the latest round
+    assert run_sql(db, sql, {"round": 1, "min_reward": 0.85})["trajectory_id"].to_list() == [r1_fast.id]
+
+
+def test_stats_query(db):
+    ts = [traj(question(i), n_llm=i) for i in range(4)]
+    with Store(db) as s:
+        s.add_questions([question(i) for i in range(4)])
+        s.add_trajectories(ts)
+        s.add_judgments([r for i, t in enumerate(ts) for r in judge(t, float(i % 2), leak=float(i == 3))])
+    row = run_sql(db, load_query("stats")).row(0, named=True)
+    assert (row["source"], row["split"], row["strategy"], row["n"]) == ("geo", "train", "dynamic", 4)
+    assert (row["em_pct"], row["avg_turns"], row["leak_pct"], row["format_ok_pct"]) == (50.0, 1.5, 25.0, 100.0)
+
+
+@pytest.mark.parametrize("sql", [
+    "INSERT INTO runs (run_id, kind) VALUES ('x', 'y')",
+    "DELETE FROM questions",
+    "CREATE TABLE evil (a INT)",
+    "ATTACH 'other.duckdb' AS o",
+    "COPY questions TO 'out.csv'",
+    "UPDATE judgments SET value = 1",
+    "DROP TABLE turns",
+    "SET threads = 1",
+    "SELECT 1; DELETE FROM questions",
+])
+def test_run_sql_rejects_writes(db, sql):
+    Store(db).close()
+    with pytest.raises(StoreError):
+        run_sql(db, sql)
+
+
+def test_run_sql_accepts_reads_and_connection_is_read_only(db):
+    Store(db).close()
+    assert run_sql(db, "WITH x AS (SELECT 1 AS a) SELECT a FROM x")["a"].to_list() == [1]
+    assert "questions" in run_sql(db, "SHOW TABLES")["name"].to_list()
+    assert run_sql(db, "DESCRIBE turns").height == 13
+    assert run_sql(db, "PRAGMA table_info('easy')").height == 5
+    assert run_sql(db, "SELECT $x AS v", {"x": 3, "unused": 1})["v"].to_list() == [3]
+    with pytest.raises(StoreError, match=r"\$x"):
+        run_sql(db, "SELECT $x AS v")
+    with pytest.raises(StoreError, match="no such store"):
+        run_sql(db.with_name("missing.duckdb"), "SELECT 1")
+    from seekhelp.store import connect
+
+    con = connect(db, read_only=True)  # the real guard, whatever slips past the statement check
+    with pytest.raises(duckdb.Error):
+        con.execute("INSERT INTO failures (item_id) VALUES ('x')")
+    con.close()
+
+
+def test_load_query_resolves_names_and_paths(tmp_path, monkeypatch):
+    assert "QUALIFY" in load_query("sft_candidates")
+    assert load_query("rs_select.sql") == load_query("rs_select")
+    f = tmp_path / "mine.sql"
+    f.write_text("SELECT 1")
+    assert load_query(str(f)) == "SELECT 1"
+    with pytest.raises(FileNotFoundError, match="nothing_here"):
+        load_query("nothing_here")
+
+
+def test_export_sft(db, tmp_path):
+    datasets = pytest.importorskip("datasets")
+    from seekhelp.protocol import render_agent_reply
+    from seekhelp.store.export import export_sft
+
+    q0, q1 = question(0), question(1, private=False)
+    t0, t1 = traj(q0, n_llm=2), traj(q1, n_llm=0)
+    with Store(db) as s:
+        run = s.start_run("generate", {})
+        s.add_questions([q0, q1], run)
+        s.add_trajectories([t0, t1], run)
+        s.add_judgments(judge(t0, 1.0) + judge(t1, 1.0))
+    out = tmp_path / "sft"
+    assert export_sft(db, load_query("sft_candidates"), out, "SYSTEM").num_rows == 2
+    ds = datasets.load_from_disk(str(out))
+    assert set(ds.column_names) == {"messages", "trajectory_id", "question_id", "answers", "split"}
+    rows = {r["trajectory_id"]: r for r in ds}
+    m0 = rows[t0.id]["messages"]
+    assert [m["role"] for m in m0] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
+    assert m0[0]["content"] == "SYSTEM"
+    assert m0[1]["content"] == f"{q0.question}\n\nPrivate facts:\n- {q0.privacy_items[0]}"
+    assert m0[2]["content"] == SLM_MSG
+    assert m0[3]["content"] == render_agent_reply("information", "fact 0")
+    assert m0[3]["content"].startswith("<agent-reply><information>")
+    assert m0[-1]["content"] == SLM_ANS.format("City0")
+    m1 = rows[t1.id]["messages"]
+    assert [m["role"] for m in m1] == ["system", "user", "assistant"] and m1[1]["content"] == q1.question
+    assert rows[t0.id]["answers"] == ["City0"] and rows[t0.id]["split"] == "train"
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["rows"] == 2 and prov["run_ids"] == [run] and "QUALIFY" in prov["query"]
+
+
+def test_export_needs_trajectory_ids(db, tmp_path):
+    pytest.importorskip("datasets")
+    from seekhelp.store.export import export_sft
+
+    Store(db).close()
+    with pytest.raises(StoreError, match="trajectory_id"):
+        export_sft(db, "SELECT 1 AS x", tmp_path / "out", "SYSTEM")
