@@ -36,7 +36,8 @@ PIVOT_PHRASES = {
                 "the country governed from {x}"],
     "city": ["the country where {x} is located", "the country that {x} belongs to", "the country {x} is in"],
 }
-LINKS = {"capital_of": ["the capital of", "the capital city of"], "city_country": ["a city in", "one of the cities of"]}
+LINKS = {"capital_of": ["the capital of", "the capital city of"],
+         "city_country": ["a city in", "one of the cities of"]}
 
 # (privacy items, question) per property. Slots: {rel} {name} {first} {he} {him} {his} {He} {when}, and {place}
 # (a country, or a description of one) or, for the "country" property, {city} and {link}. {answer} only in easy.

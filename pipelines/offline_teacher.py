@@ -12,8 +12,9 @@ from the private facts. Wording is varied by a seeded RNG, so N samples of one q
 import random
 from typing import Any
 
+from seekhelp.conversation import slm_messages, slm_user_content
 from seekhelp.knowledge import cap, fold, the
-from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, render_agent_reply, render_llm_turn, render_slm_turn
+from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, render_llm_turn, render_slm_turn
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
@@ -169,21 +170,10 @@ def teach(questions: list[Question], n: int = 1, seed: int = 0) -> list[Trajecto
 
 
 def user_content(question: Question) -> str:
-    """What the SLM reads as the user turn: the question, then its private facts as a list."""
-    if not question.privacy_items:
-        return question.question
-    facts = "\n".join(f"- {item}" for item in question.privacy_items)
-    return f"{question.question}\n\nPrivate facts:\n{facts}"
+    """What the SLM reads as the user turn (the shared layout in seekhelp.conversation)."""
+    return slm_user_content(question.question, question.privacy_items)
 
 
 def teacher_messages(question: Question, trajectory: Trajectory, system_prompt: str) -> list[dict[str, str]]:
-    """The SLM-side chat conversation of a trajectory: system, user, then assistant (SLM turn) / user
-    (agent reply) alternating. Pure function."""
-    messages = [{"role": "system", "content": system_prompt}, {"role": "user", "content": user_content(question)}]
-    for turn in trajectory.turns:
-        if turn.role == "slm":
-            messages.append({"role": "assistant", "content": turn.raw})
-        else:
-            messages.append({"role": "user", "content": render_agent_reply(turn.action or INFORMATION,
-                                                                           turn.content)})
-    return messages
+    """The SLM-side chat conversation of a trajectory (the shared layout in seekhelp.conversation)."""
+    return slm_messages(system_prompt, question, trajectory.turns)

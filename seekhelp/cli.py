@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -147,7 +146,8 @@ def ask(
         slm_backend = TransformersBackend(slm)
         grounder = None
         if ground:
-            from seekhelp.knowledge import KnowledgeBase, grounder as make_grounder
+            from seekhelp.knowledge import KnowledgeBase
+            from seekhelp.knowledge import grounder as make_grounder
 
             grounder = make_grounder(KnowledgeBase.from_geonames(), k=3)
         cfg = RuntimeConfig(n_max=n_max, guard=guard, slm_temperature=temperature)
@@ -162,10 +162,9 @@ def ask(
 
 def _register_optional() -> None:
     """Commands that live next to their subsystem register themselves here."""
-    with contextlib.suppress(ImportError):
-        from seekhelp.store.commands import register
+    from seekhelp.store.commands import register
 
-        register(app)
+    register(app)
 
 
 _register_optional()

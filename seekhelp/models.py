@@ -94,7 +94,8 @@ def prepare(name: str, force: bool = False) -> Path:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     missing, unexpected = model.load_state_dict(loaded.state_dict(), strict=False)
     if [k for k in missing if "lm_head" not in k] or unexpected:
-        raise ModelError(f"{name}: weights did not match the config (missing={missing[:3]}, unexpected={unexpected[:3]})")
+        raise ModelError(f"{name}: weights did not match the config "
+                         f"(missing={missing[:3]}, unexpected={unexpected[:3]})")
     if config.tie_word_embeddings:
         model.tie_weights()
     model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id

@@ -31,6 +31,7 @@ from seekhelp.store.ingest import (
     EASY_SCHEMA,
     FAILURE_SCHEMA,
     JUDGMENT_SCHEMA,
+    ROW_KEYS,
     file_sha256,
     list_shards,
     questions_table,
@@ -40,6 +41,7 @@ from seekhelp.store.ingest import (
     utc_now,
     write_shard,
 )
+from seekhelp.store.query import load_query, run_sql
 from seekhelp.store.schema import SCHEMA_VERSION, TABLES, StoreError, check_version, ensure_schema
 
 log = logging.getLogger(__name__)
@@ -49,21 +51,23 @@ DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensio
 # SQL that moves a registered Arrow table `src` into its table. Conflicts on the content-hash keys are skipped,
 # except judgments and easiness estimates, which a later verdict replaces.
 _INSERT = {
-    "questions": "INSERT INTO questions SELECT * FROM src QUALIFY row_number() OVER (PARTITION BY id) = 1 "
-                 "ON CONFLICT DO NOTHING",
-    "trajectories": "INSERT INTO trajectories SELECT * FROM src QUALIFY row_number() OVER (PARTITION BY id) = 1 "
-                    "ON CONFLICT DO NOTHING",
-    "turns": "INSERT INTO turns SELECT * FROM src "
+    "questions": "INSERT INTO questions BY NAME SELECT * FROM src "
+                 "QUALIFY row_number() OVER (PARTITION BY id) = 1 ON CONFLICT DO NOTHING",
+    "trajectories": "INSERT INTO trajectories BY NAME SELECT * FROM src "
+                    "QUALIFY row_number() OVER (PARTITION BY id) = 1 ON CONFLICT DO NOTHING",
+    "turns": "INSERT INTO turns BY NAME SELECT * FROM src "
              "QUALIFY row_number() OVER (PARTITION BY trajectory_id, idx) = 1 ON CONFLICT DO NOTHING",
-    "judgments": "INSERT INTO judgments SELECT * FROM src "
+    "judgments": "INSERT INTO judgments BY NAME SELECT * FROM src "
                  "QUALIFY row_number() OVER (PARTITION BY trajectory_id, judge ORDER BY created_at DESC) = 1 "
                  "ON CONFLICT DO UPDATE SET value = excluded.value, label = excluded.label, "
                  "details = excluded.details, run_id = excluded.run_id, created_at = excluded.created_at",
-    "easy": "INSERT INTO easy SELECT * FROM src QUALIFY row_number() OVER (PARTITION BY question_id, slm) = 1 "
+    "easy": "INSERT INTO easy BY NAME SELECT * FROM src "
+            "QUALIFY row_number() OVER (PARTITION BY question_id, slm) = 1 "
             "ON CONFLICT DO UPDATE SET k = excluded.k, n_correct = excluded.n_correct, is_easy = excluded.is_easy",
-    "failures": "INSERT INTO failures SELECT DISTINCT * FROM src s WHERE NOT EXISTS (SELECT 1 FROM failures f "
-                "WHERE f.item_id IS NOT DISTINCT FROM s.item_id AND f.stage IS NOT DISTINCT FROM s.stage "
-                "AND f.reason IS NOT DISTINCT FROM s.reason AND f.run_id IS NOT DISTINCT FROM s.run_id)",
+    "failures": "INSERT INTO failures BY NAME SELECT DISTINCT * FROM src s WHERE NOT EXISTS ("
+                "SELECT 1 FROM failures f WHERE f.item_id IS NOT DISTINCT FROM s.item_id "
+                "AND f.stage IS NOT DISTINCT FROM s.stage AND f.reason IS NOT DISTINCT FROM s.reason "
+                "AND f.run_id IS NOT DISTINCT FROM s.run_id)",
 }
 
 
@@ -74,11 +78,18 @@ def code_version() -> str:
         return "unknown"
 
 
+# Stores open for writing in this process, by resolved path: a read-only reader of the same file in the same
+# process (DuckDB refuses a second configuration of one file) borrows a cursor of the writer's connection.
+_WRITERS: dict[str, "Store"] = {}
+
+
 def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection that never downloads extensions; missing or locked files become StoreError."""
     path = Path(path)
     if read_only and not path.exists():
         raise StoreError(f"{path}: no such store (run a pipeline or `Store(path)` to create one)")
+    if read_only and str(path.resolve()) in _WRITERS:
+        return _WRITERS[str(path.resolve())].con.cursor()
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -86,6 +97,8 @@ def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnect
     except duckdb.IOException as e:
         if "lock" in str(e).lower():
             raise StoreError(f"{path}: store is in use by another process (DuckDB allows one writer per file)") from e
+        raise StoreError(f"{path}: cannot open store ({str(e).splitlines()[0]})") from e
+    except duckdb.Error as e:
         raise StoreError(f"{path}: cannot open store ({str(e).splitlines()[0]})") from e
 
 
@@ -95,6 +108,7 @@ class Store:
     def __init__(self, path: str | Path, read_only: bool = False):
         self.path = Path(path)
         self.read_only = read_only
+        self._depth = 0
         self.con = connect(self.path, read_only)
         try:
             if read_only:
@@ -104,6 +118,8 @@ class Store:
         except Exception:
             self.con.close()
             raise
+        if not read_only:
+            _WRITERS[str(self.path.resolve())] = self
 
     def __enter__(self) -> "Store":
         return self
@@ -112,17 +128,31 @@ class Store:
         self.close()
 
     def close(self) -> None:
+        if _WRITERS.get(str(self.path.resolve())) is self:
+            del _WRITERS[str(self.path.resolve())]
         self.con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One transaction; nested uses join the outer one (so several add_* calls can commit together)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.con
+            finally:
+                self._depth -= 1
+            return
         self.con.begin()
+        self._depth = 1
         try:
             yield self.con
         except BaseException:
             self.con.rollback()
             raise
-        self.con.commit()
+        else:
+            self.con.commit()
+        finally:
+            self._depth = 0
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, src: pa.Table) -> int:
         if src.num_rows == 0:
@@ -135,11 +165,16 @@ class Store:
 
     # ---------------------------------------------------------------------------------------------- runs
 
-    def start_run(self, kind: str, config: Any = None, models: Any = None, notes: str | None = None) -> str:
-        """Record the start of a pipeline / training / eval run; returns its run_id."""
-        run_id = f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
+    def start_run(self, kind: str, config: Any = None, models: Any = None, notes: str | None = None,
+                  run_id: str | None = None) -> str:
+        """Record the start of a pipeline / training / eval run; returns its run_id.
+
+        A caller that passes its own `run_id` (e.g. a hash of its config) reuses the row on a rerun instead of
+        adding one, so repeating the same run leaves the table as it was."""
+        run_id = run_id or f"{kind}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{uuid.uuid4().hex[:8]}"
         with self.transaction() as con:
-            con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?)",
+            con.execute("INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, NULL, 'running', ?) ON CONFLICT (run_id) "
+                        "DO UPDATE SET started_at = excluded.started_at, status = 'running', finished_at = NULL",
                         [run_id, kind, json.dumps(config, default=str), json.dumps(models, default=str),
                          code_version(), utc_now(), notes])
         return run_id
@@ -168,12 +203,12 @@ class Store:
         """Rows of {trajectory_id, judge, value, label?, details?, run_id?, created_at?}; a re-judged pair is
         replaced. Returns the number of rows written."""
         with self.transaction() as con:
-            return self._insert(con, "judgments", rows_table(rows, JUDGMENT_SCHEMA, run_id))
+            return self._insert(con, "judgments", rows_table(rows, JUDGMENT_SCHEMA, run_id, ROW_KEYS["judgments"]))
 
     def add_easy(self, rows: Sequence[dict]) -> int:
         """Rows of {question_id, slm, k, n_correct, is_easy}: the SLM-alone easiness estimate (replaced if known)."""
         with self.transaction() as con:
-            return self._insert(con, "easy", rows_table(rows, EASY_SCHEMA))
+            return self._insert(con, "easy", rows_table(rows, EASY_SCHEMA, key=ROW_KEYS["easy"]))
 
     def add_failures(self, rows: Sequence[dict], run_id: str | None = None) -> int:
         """Rows of {item_id, stage, reason, run_id?, created_at?} for items a stage could not produce."""
@@ -225,7 +260,5 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES if t != "meta"}
 
-
-from seekhelp.store.query import load_query, run_sql  # noqa: E402  (query imports Store helpers above)
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError", "connect", "load_query", "run_sql", "write_shard"]

@@ -26,7 +26,8 @@ from seekhelp.store.query import (
 )
 from seekhelp.store.schema import TABLES, StoreError
 
-MAX_CELL = 120
+MAX_CELL = 120  # characters of one value shown by --format table
+MAX_COL = 40  # widest column of a one-line-per-row table
 
 StoreOpt = Annotated[Path, typer.Option("--store", "-s", help="DuckDB store file (env SEEKHELP_STORE).",
                                         envvar="SEEKHELP_STORE", show_default=True)]
@@ -80,22 +81,38 @@ def _query_text(query: str) -> str:
     return query
 
 
-def _cell(v) -> str:
+def _cell(v, width: int = MAX_CELL) -> str:
     if v is None:
         return "∅"
     if isinstance(v, list | dict | pl.Series):
-        v = json.dumps(v.to_list() if isinstance(v, pl.Series) else v, ensure_ascii=False, default=str)
-    s = str(v)
-    return s if len(s) <= MAX_CELL else s[: MAX_CELL - 1] + "…"
+        v = _cell_json(v)
+    s = " ↵ ".join(str(v).splitlines()) if isinstance(v, str) else str(v)
+    return s if len(s) <= width else s[: width - 1] + "…"
 
 
-def rich_table(df: pl.DataFrame, title: str | None = None, limit: int | None = None) -> Table:
-    t = Table(title=title, show_lines=False)
-    for name in df.columns:
-        t.add_column(name, overflow="ellipsis", no_wrap=True, min_width=min(len(name), 8))
+def _cell_json(v) -> str:
+    return json.dumps(v.to_list() if isinstance(v, pl.Series) else v, ensure_ascii=False, default=str)
+
+
+def rich_table(df: pl.DataFrame, title: str | None = None, limit: int | None = None,
+               width: int | None = None) -> Table:
+    """One line per row; when the columns cannot fit in `width`, one block of (column, value) lines per row."""
     shown = df if limit is None else df.head(limit)
-    for row in shown.iter_rows():
-        t.add_row(*(_cell(v) for v in row))
+    cells = [[_cell(v) for v in row] for row in shown.iter_rows()]
+    need = 1 + sum(min(max([len(c)] + [len(r[i]) for r in cells]), MAX_COL) + 3 for i, c in enumerate(df.columns))
+    if width is not None and need > width and len(df.columns) > 2:
+        t = Table("column", "value", title=title)
+        for k, row in enumerate(cells):
+            if k:
+                t.add_section()
+            for name, value in zip(df.columns, row, strict=True):
+                t.add_row(name, value)
+    else:
+        t = Table(title=title)
+        for name in df.columns:
+            t.add_column(name, overflow="ellipsis", no_wrap=True, max_width=MAX_COL)
+        for row in cells:
+            t.add_row(*row)
     if limit is not None and df.height > limit:
         t.caption = f"{limit} of {df.height} rows shown (--limit)"
     return t
@@ -107,18 +124,15 @@ def _flat(df: pl.DataFrame) -> pl.DataFrame:
     return df.with_columns(pl.col(c).map_elements(_cell_json, return_dtype=pl.String) for c in nested)
 
 
-def _cell_json(v) -> str:
-    return json.dumps(v.to_list() if isinstance(v, pl.Series) else v, ensure_ascii=False, default=str)
-
-
 def write_result(df: pl.DataFrame, fmt: Format, out: Path | None, limit: int | None = None) -> None:
     if fmt is Format.table:
         if out is None:
-            Console().print(rich_table(df, limit=limit))
-            return
-        with open(out, "w", encoding="utf-8") as f:
-            Console(file=f, width=200).print(rich_table(df, limit=limit))
-    if fmt is Format.parquet:
+            console = Console()
+            console.print(rich_table(df, limit=limit, width=console.width))
+        else:
+            with open(out, "w", encoding="utf-8") as f:
+                Console(file=f, width=200).print(rich_table(df, limit=limit, width=200))
+    elif fmt is Format.parquet:
         if out is None:
             raise StoreError("--format parquet needs --out FILE")
         df.write_parquet(out)
@@ -157,13 +171,14 @@ def stats(store: StoreOpt = default_store_path(),
     console.print(rich_table(counts.filter(pl.col("rows") > 0), title="rows per table"))
     if {"source", "split"} <= set(summary.columns):  # one table per source / split keeps the columns readable
         for (source, split), part in summary.group_by(["source", "split"], maintain_order=True):
-            console.print(rich_table(part.drop("source", "split"), title=f"{source} / {split}"))
+            console.print(rich_table(part.drop("source", "split"), title=f"{source} / {split}", width=console.width))
     else:
-        console.print(rich_table(summary, title="stats.sql"))
+        console.print(rich_table(summary, title="stats.sql", width=console.width))
 
 
-def export(query: Annotated[str, typer.Argument(help="Selection query: .sql file or stored query name.")],
-           out: Annotated[Path, typer.Argument(help="Output folder (datasets.save_to_disk + provenance.json).")],
+def export(out: Annotated[Path, typer.Option(help="Output folder (datasets.save_to_disk + provenance.json).")],
+           query: Annotated[str, typer.Option(help="Selection query: .sql file or stored query name.")
+                            ] = "sft_candidates",
            store: StoreOpt = default_store_path(),
            system_prompt: Annotated[Path | None, typer.Option(help="SLM system prompt file "
                                                               "(default: the slm_dynamic role prompt).")] = None,

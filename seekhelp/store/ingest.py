@@ -62,6 +62,9 @@ FAILURE_SCHEMA = pa.schema([
 ])
 
 
+ROW_KEYS = {"judgments": ("trajectory_id", "judge"), "easy": ("question_id", "slm")}
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
@@ -125,8 +128,12 @@ def trajectory_tables(trajectories: Iterable[Trajectory | dict], run_id: str | N
     return (pa.Table.from_pydict(tr, schema=TRAJECTORY_SCHEMA), pa.Table.from_pydict(tu, schema=TURN_SCHEMA))
 
 
-def rows_table(rows: Sequence[dict] | pa.Table, schema: pa.Schema, run_id: str | None = None) -> pa.Table:
-    """Judgments / easy / failures given as dicts (or an Arrow table / polars frame) → a table of `schema`."""
+def rows_table(rows: Sequence[dict] | pa.Table, schema: pa.Schema, run_id: str | None = None,
+               key: tuple[str, ...] = ()) -> pa.Table:
+    """Judgments / easy / failures given as dicts (or an Arrow table / polars frame) → a table of `schema`.
+
+    With `key`, a later row replaces an earlier one with the same key (the last verdict wins).
+    """
     if hasattr(rows, "to_arrow"):  # polars DataFrame
         rows = rows.to_arrow()
     if isinstance(rows, pa.Table):
@@ -142,7 +149,11 @@ def rows_table(rows: Sequence[dict] | pa.Table, schema: pa.Schema, run_id: str |
             r["created_at"] = _ts(ts) if isinstance(ts, int | float) else (ts or now)
         if "run_id" in schema.names and r.get("run_id") is None:
             r["run_id"] = run_id
+        if isinstance(r.get("value"), bool | int):
+            r["value"] = float(r["value"])
         fixed.append(r)
+    if key:
+        fixed = list({tuple(r.get(k) for k in key): r for r in fixed}.values())
     try:
         return pa.Table.from_pylist(fixed, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
@@ -151,15 +162,9 @@ def rows_table(rows: Sequence[dict] | pa.Table, schema: pa.Schema, run_id: str |
 
 # ----------------------------------------------------------------------------------------------- shards
 
-def _nest_turns(traj: pa.Table, turns: pa.Table) -> pa.Table:
-    lengths = np.zeros(traj.num_rows, dtype=np.int32)
-    if turns.num_rows:
-        pos = {tid: i for i, tid in enumerate(traj.column("id").to_pylist())}
-        owners = np.fromiter((pos[t] for t in turns.column("trajectory_id").to_pylist()), dtype=np.int64)
-        if np.any(np.diff(owners) < 0):
-            raise StoreError("turns are not grouped by trajectory")
-        lengths = np.bincount(owners, minlength=traj.num_rows).astype(np.int32)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+def _nest_turns(traj: pa.Table, turns: pa.Table, lengths: list[int]) -> pa.Table:
+    """Put each trajectory's turns (consecutive rows of `turns`, `lengths[i]` of them) in a list column."""
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int32))
     structs = pa.StructArray.from_arrays([turns.column(n).combine_chunks() for n, _ in TURN_FIELDS],
                                          fields=[pa.field(n, t) for n, t in TURN_FIELDS])
     return traj.append_column("turns", pa.ListArray.from_arrays(offsets, structs))
@@ -187,10 +192,11 @@ def write_shard(directory: str | Path, kind: str, records: Sequence[Any], run_id
     if kind == "questions":
         table = questions_table(records, run_id)
     elif kind == "trajectories":
-        table = _nest_turns(*trajectory_tables(records, run_id))
+        records = [t if isinstance(t, Trajectory) else Trajectory.from_dict(t) for t in records]
+        table = _nest_turns(*trajectory_tables(records, run_id), [len(t.turns) for t in records])
     elif kind in ("judgments", "easy", "failures"):
         schema = {"judgments": JUDGMENT_SCHEMA, "easy": EASY_SCHEMA, "failures": FAILURE_SCHEMA}[kind]
-        table = rows_table(records, schema, run_id)
+        table = rows_table(records, schema, run_id, ROW_KEYS.get(kind, ()))
     else:
         raise StoreError(f"unknown shard kind {kind!r}; expected one of {', '.join(KINDS)}")
     table = table.replace_schema_metadata({_KIND_KEY: kind.encode()})

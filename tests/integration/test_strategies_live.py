@@ -40,7 +40,8 @@ def test_each_strategy_runs_live(strategy, embedded_endpoint, embedded_slm):
 
 def test_cli_ask_prints_a_trajectory_json(embedded_endpoint, smollm2_dir):
     cmd = [sys.executable, "-m", "seekhelp.cli", "ask", "--question", Q.question, "--private", Q.privacy_items[0],
-           "--strategy", "llm_cot", "--llm-base-url", embedded_endpoint.base_url, "--llm-model", embedded_endpoint.model,
+           "--strategy", "llm_cot", "--llm-base-url", embedded_endpoint.base_url,
+           "--llm-model", embedded_endpoint.model,
            "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": "."})
     assert out.returncode == 0, out.stderr[-2000:]

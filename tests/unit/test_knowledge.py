@@ -23,7 +23,7 @@ def test_build_is_fast_and_cached():
 
 def test_country_record(kb):
     peru = kb.country("PE")
-    assert peru is kb.country("peru")
+    assert peru is kb.country("peru") and kb.country("Bo") is None  # "Bo" is a city, not Bolivia's code
     assert (peru.capital, peru.currency_code, peru.currency_name, peru.continent) == ("Lima", "PEN", "Sol",
                                                                                       "South America")
     assert "Spanish" in peru.languages and "Ecuador" in peru.neighbours and peru.population > 1_000_000

@@ -144,7 +144,8 @@ def test_local_seeds_parquet(hotpotqa_sample):
         ({"id": ["a"], "question": ["ok?"], "golden_answers": ["x"]},
          "row 0: field 'golden_answers' must be a list of strings"),
         ({"id": ["a"], "question": ["ok?"], "answers": [["x"]]}, "row 0: field 'golden_answers' is missing"),
-        ({"id": ["a"], "question": ["ok?"], "golden_answers": [[]]}, "row 0: field 'golden_answers' must be a non-empty"),
+        ({"id": ["a"], "question": ["ok?"], "golden_answers": [[]]},
+         "row 0: field 'golden_answers' must be a non-empty"),
         ({"id": ["a"], "golden_answers": [["x"]]}, "row 0: field 'question' is missing or empty"),
     ],
 )

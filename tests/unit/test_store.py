@@ -104,6 +104,26 @@ def test_judgments_are_replaced(db):
     assert run_sql(db, "SELECT value, label FROM judgments").rows() == [(1.0, "correct")]
 
 
+def test_transactions_nest_and_roll_back(db, tmp_path):
+    q, t = question(), traj(question())
+    with Store(db) as s:
+        with pytest.raises(RuntimeError), s.transaction():
+            s.add_questions([q])
+            s.add_trajectories([t])
+            raise RuntimeError("crash between writes")
+        assert s.counts()["questions"] == s.counts()["trajectories"] == 0
+        with s.transaction():
+            s.add_questions([q])
+            s.add_trajectories([t, t])  # repeats inside one batch are fine too
+            s.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 0},
+                             {"trajectory_id": t.id, "judge": "em", "value": True}])  # the last verdict wins
+        assert s.counts()["turns"] == len(t.turns)
+    assert run_sql(db, "SELECT value FROM judgments")["value"].to_list() == [1.0]
+    path = write_shard(tmp_path / "shards", "trajectories", [t, t])
+    with Store(db) as s:
+        assert s.ingest_shards(path.parent) == {"shards": 1, "trajectories": 0, "turns": 0}
+
+
 def test_shards_are_ingested_once(db, tmp_path):
     shard_dir = tmp_path / "shards"
     qs = [question(i) for i in range(4)]
@@ -160,6 +180,23 @@ os._exit(17)
     with Store(db) as s:
         assert s.counts()["questions"] == 1
         assert s.add_questions([Question("q1", ["b"])]) == 1
+
+
+def test_reader_beside_a_writer(db):
+    """Same process: run_sql borrows the open writer's connection. Another process: one clear StoreError."""
+    with Store(db) as s:
+        s.add_questions([question(0)])
+        assert run_sql(db, "SELECT count(*) AS n FROM questions")["n"].to_list() == [1]
+        with pytest.raises(StoreError, match="only read queries"):
+            run_sql(db, "DELETE FROM questions")
+    script = f"from seekhelp.store import Store; s = Store({str(db)!r}); print('ready', flush=True); input()"
+    proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreError, match="in use by another process"):
+            run_sql(db, "SELECT 1")
+    finally:
+        proc.communicate("\n", timeout=30)
 
 
 def test_scored_view(db):

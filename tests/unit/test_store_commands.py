@@ -112,11 +112,13 @@ def test_export_and_ingest(store, tmp_path):
     prompt = tmp_path / "system.txt"
     prompt.write_text("You are the small model.")
     out = tmp_path / "sft"
-    result = invoke("export", "sft_candidates", str(out), "--store", str(store), "--system-prompt", str(prompt))
+    result = invoke("export", "--query", "sft_candidates", "--out", str(out), "--store", str(store),
+                    "--system-prompt", str(prompt))
     assert result.exit_code == 0, result.output
     assert "exported 2 dialogues" in result.stdout
     assert (out / "provenance.json").exists()
-    assert_one_line_error(invoke("export", "nope.sql", str(out), "--store", str(store)), "nope.sql")
+    bad = invoke("export", "--query", "nope.sql", "--out", str(out), "--store", str(store))
+    assert_one_line_error(bad, "nope.sql")
 
     shards = tmp_path / "shards"
     q = Question("Another question?", ["x"])

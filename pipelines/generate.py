@@ -1,0 +1,240 @@
+"""`make data`: seeds → privacy injection → teacher dialogues → judges → DuckDB store.
+
+    python -m pipelines.generate --config pipelines/recipes/demo.yaml [--set teacher.samples=4 ...]
+
+Everything is resumable through the store: ids are content hashes, questions and dialogues already stored are
+skipped, and the run id is a hash of the recipe, so running the same recipe twice changes no row count.
+"""
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seekhelp.config import RecipeError, load_recipe, to_dict
+from seekhelp.records import Question, content_hash
+
+log = logging.getLogger("pipelines.generate")
+
+
+@dataclass
+class SeedsConfig:
+    kind: str = "offline"  # offline | hub | local
+    n_per_split: dict = field(default_factory=lambda: {"train": 200, "validation": 40, "test": 40})
+    datasets: list[str] = field(default_factory=list)  # hub: FlashRAG config names, e.g. [hotpotqa, nq]
+    split: str = "train"  # hub/local: which split to load
+    path: str | None = None  # local: a parquet/jsonl file
+    limit: int | None = None
+    seed: int = 0
+
+
+@dataclass
+class EndpointConfig:
+    base_url: str | None = None  # none: start `transformers serve` on `model` (a registry name) for the run
+    model: str = "smollm2-135m"
+    api_key_env: str = "OPENAI_API_KEY"
+
+
+@dataclass
+class InjectionConfig:
+    kind: str = "offline"  # offline (deterministic, from the knowledge base) | llm (three distilabel steps + check)
+    easy_fraction: float = 0.25
+    temperature: float = 0.7
+    max_new_tokens: int = 256
+
+
+@dataclass
+class TeacherConfig:
+    kind: str = "knowledge"  # knowledge (gold decomposition) | runtime (teacher models in both roles)
+    samples: int = 2
+    temperature: float = 0.7
+    n_max: int = 4
+    slm: EndpointConfig | None = None
+    llm: EndpointConfig | None = None
+    ground: bool = True
+
+
+@dataclass
+class JudgeConfig:
+    llm_judge: bool = True
+    limit: int | None = 64  # LLM-judge at most this many dialogues that sent messages (None: all)
+    max_new_tokens: int = 128
+
+
+@dataclass
+class DataRecipe:
+    store: str = "data/store.duckdb"
+    shards: str = "data/shards"
+    batch_size: int = 64
+    seeds: SeedsConfig = field(default_factory=SeedsConfig)
+    injection: InjectionConfig = field(default_factory=InjectionConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # for LLM injection and the LLM judge
+
+
+def load_seeds(cfg: SeedsConfig):
+    from pipelines import seeds
+
+    if cfg.kind == "offline":
+        return seeds.offline_seeds(cfg.n_per_split, seed=cfg.seed)
+    if cfg.kind == "hub":
+        return [s for name in cfg.datasets for s in seeds.hub_seeds(name, split=cfg.split, limit=cfg.limit)]
+    if cfg.kind == "local":
+        return seeds.local_seeds(cfg.path, split=cfg.split)[: cfg.limit]
+    raise RecipeError(f"seeds.kind: {cfg.kind!r} is not offline, hub or local")
+
+
+@contextlib.contextmanager
+def endpoint(cfg: EndpointConfig, needed: bool):
+    """(base_url, model) of the LLM endpoint; starts the embedded one when no base_url is configured."""
+    if not needed or cfg.base_url:
+        yield cfg.base_url, cfg.model
+        return
+    from seekhelp.backends.server import serve
+
+    with serve(cfg.model) as srv:
+        yield srv.base_url, srv.model
+
+
+def _seed_id(seed) -> str:
+    return seed.id if hasattr(seed, "id") else content_hash("seed", seed.get("question"), seed.get("answers"))
+
+
+def inject(recipe: DataRecipe, seeds, base_url, model) -> tuple[list[Question], list[dict]]:
+    if recipe.injection.kind == "offline":
+        from pipelines.offline_inject import inject as offline_inject
+
+        res = offline_inject(seeds, seed=recipe.seeds.seed, easy_fraction=recipe.injection.easy_fraction)
+        rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]}
+                    for r in res.rejected]
+        return res.questions, rejected
+    from pipelines.llm_injection import run_llm_injection
+
+    qs, rejected = run_llm_injection(seeds, base_url, model, api_key_env=recipe.endpoint.api_key_env,
+                                     temperature=recipe.injection.temperature,
+                                     max_new_tokens=recipe.injection.max_new_tokens)
+    return qs, [{"item_id": r.get("seed_id"), "stage": "injection", "reason": r.get("reason"),
+                 } for r in rejected]
+
+
+def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: Path, run_id: str) -> None:
+    """The distilabel pipeline: questions → teacher dialogues → deterministic judges → parquet shards."""
+    from distilabel.pipeline import Pipeline
+    from distilabel.steps import LoadDataFromDicts
+
+    from pipelines.steps import DeterministicJudges, TeacherDialogues, WriteShards
+
+    t = recipe.teacher
+    runtime_cfg = None
+    if t.kind == "runtime":
+        if not (t.slm and t.llm and t.slm.base_url and t.llm.base_url):
+            raise RecipeError("teacher.kind=runtime needs teacher.slm.base_url and teacher.llm.base_url")
+        runtime_cfg = {"slm_base_url": t.slm.base_url, "slm_model": t.slm.model, "llm_base_url": t.llm.base_url,
+                       "llm_model": t.llm.model, "temperature": t.temperature, "n_max": t.n_max, "ground": t.ground,
+                       "api_key_env": t.slm.api_key_env}
+    rows = [{"question_json": json.dumps(q.to_dict(), ensure_ascii=False)} for q in questions]
+    with Pipeline(name=f"seekhelp-teacher-{run_id}", cache_dir=str(Path(recipe.shards).parent / "cache")) as pipe:
+        load = LoadDataFromDicts(data=rows, batch_size=recipe.batch_size)
+        teach = TeacherDialogues(teacher=t.kind, samples=t.samples, seed=recipe.seeds.seed,
+                                 runtime_config=runtime_cfg, input_batch_size=recipe.batch_size)
+        judge = DeterministicJudges(input_batch_size=recipe.batch_size)
+        write = WriteShards(shard_dir=str(shard_dir), run_id=run_id, input_batch_size=recipe.batch_size)
+        load >> teach >> judge >> write
+    distiset = pipe.run(use_cache=False)
+    produced = distiset["default"]["train"] if distiset else []
+    if len(produced) != len(rows):  # distilabel can drop or blank failed batches: never silently
+        log.warning("teacher pipeline returned %d of %d rows", len(produced), len(rows))
+
+
+def llm_judge(recipe: DataRecipe, store, base_url, model, shard_dir: Path, run_id: str) -> int:
+    from pipelines.llm_injection import run_llm_judge
+    from seekhelp.store.ingest import write_shard
+
+    limit = f"LIMIT {int(recipe.judge.limit)}" if recipe.judge.limit else ""
+    todo = store.sql(f"""
+        SELECT t.id AS trajectory_id, list(u.sent ORDER BY u.idx) AS messages_sent, any_value(q.privacy_items) AS pi
+        FROM trajectories t JOIN turns u ON u.trajectory_id = t.id AND u.role = 'llm' AND u.sent IS NOT NULL
+        JOIN questions q ON q.id = t.question_id
+        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trajectory_id = t.id AND j.judge = 'leak_judge')
+        GROUP BY t.id ORDER BY t.id {limit}""").to_dicts()
+    if not todo:
+        return 0
+    items = [{"trajectory_id": r["trajectory_id"], "messages_sent": r["messages_sent"], "privacy_items": r["pi"]}
+             for r in todo]
+    verdicts = run_llm_judge(items, base_url, model, api_key_env=recipe.endpoint.api_key_env,
+                             max_new_tokens=recipe.judge.max_new_tokens)
+    rows = [{"trajectory_id": v["trajectory_id"], "judge": "leak_judge",
+             "value": None if v.get("leak") is None else float(bool(v["leak"])),
+             "label": "error" if v.get("leak") is None else ("leak" if v["leak"] else "clean"),
+             "details": json.dumps({k: v.get(k) for k in ("leaked_items", "reason", "error")}, default=str)}
+            for v in verdicts]
+    write_shard(shard_dir, "judgments", rows, run_id)
+    return len(rows)
+
+
+def run(recipe: DataRecipe) -> dict:
+    from seekhelp.store import Store
+
+    t0 = time.perf_counter()
+    run_id = "data-" + content_hash(to_dict(recipe), length=12)
+    shard_dir = Path(recipe.shards) / run_id
+    needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge
+    with Store(recipe.store) as store:
+        store.start_run("data", to_dict(recipe), models={"endpoint": recipe.endpoint.model}, run_id=run_id)
+        seeds = load_seeds(recipe.seeds)
+        log.info("%d seeds", len(seeds))
+        with endpoint(recipe.endpoint, needs_endpoint) as (base_url, model):
+            from seekhelp.store.ingest import write_shard
+
+            questions, rejected = inject(recipe, seeds, base_url, model)
+            log.info("%d questions, %d rejected by the checks", len(questions), len(rejected))
+            stored = store.stored_ids("questions", [q.id for q in questions])
+            if new := [q for q in questions if q.id not in stored]:
+                write_shard(shard_dir, "questions", new, run_id)
+            known = set(store.sql("SELECT item_id FROM failures WHERE stage = 'injection'")["item_id"].to_list())
+            if rejected := [r for r in rejected if r["item_id"] not in known]:
+                write_shard(shard_dir, "failures", rejected, run_id)
+            store.ingest_shards(shard_dir)
+            have = set(store.sql("SELECT DISTINCT question_id FROM trajectories WHERE strategy = 'teacher'")
+                       ["question_id"].to_list())
+            todo = [q for q in questions if q.id not in have]
+            log.info("teacher dialogues for %d questions (%d already stored)", len(todo), len(questions) - len(todo))
+            if todo:
+                teacher_dialogues(recipe, todo, shard_dir, run_id)
+                store.ingest_shards(shard_dir)
+            if recipe.judge.llm_judge:
+                n = llm_judge(recipe, store, base_url, model, shard_dir, run_id)
+                log.info("LLM judge: %d verdicts", n)
+                store.ingest_shards(shard_dir)
+        store.finish_run(run_id, "ok")
+        counts = store.counts()
+    return {"run_id": run_id, "wall_s": round(time.perf_counter() - t0, 1), "rows": counts}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="pipelines/recipes/demo.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    from seekhelp.store import StoreError
+
+    try:
+        recipe = load_recipe(DataRecipe, args.config, args.set)
+        result = run(recipe)
+    except (RecipeError, StoreError, FileNotFoundError, PermissionError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,222 @@
+"""Supervised cold start of the SLM: TRL SFT on selected dialogues, with the loss on the SLM's own tokens only.
+
+    python -m sft.train --config sft/recipes/smollm2-135m/demo.yaml [--learning_rate 1e-4 ...]
+    accelerate launch --config_file sft/accelerate/zero3.yaml --num_processes 8 -m sft.train --config RECIPE
+
+The recipe is one flat YAML mapping read into three dataclasses (SFTScriptArguments below, TRL's SFTConfig and
+ModelConfig); flags on the command line override it. Data comes from `dataset_path` (a `datasets.save_to_disk`
+folder with a `messages` column), or, when `store` and `query` are set, is first exported from the DuckDB store into
+that folder. Only assistant turns (the SLM's <think>/<message>/<answer> text and its <|im_end|>) carry loss: the
+chat template marks them with {% generation %}, and the LLM's replies sit in user messages.
+"""
+
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+
+from sft.model_card import recipe_dict, write_model_card, write_recipe
+
+log = logging.getLogger("sft.train")
+CHATML_TEMPLATE = Path(__file__).parent / "chat_templates" / "chatml_generation.jinja"
+
+
+class SFTInputError(ValueError):
+    """Bad input the user can fix; the message is one line naming the file or field."""
+
+
+@dataclass
+class SFTScriptArguments:
+    dataset_path: str | None = field(default=None, metadata={"help": "save_to_disk folder with a `messages` column"})
+    store: str | None = field(default=None, metadata={"help": "DuckDB store; with `query`, export into dataset_path"})
+    query: str | None = field(default=None, metadata={"help": "SQL file (or name in data/queries/) for the export"})
+    query_params: list[str] = field(default_factory=list, metadata={"help": "NAME=VALUE query parameters"})
+    system_prompt: str = field(default="slm_dynamic", metadata={"help": "SLM prompt name or file (export only)"})
+    init_from: str | None = field(default=None, metadata={"help": "checkpoint to start from (RL rounds)"})
+    run_ids: list[str] = field(default_factory=list, metadata={"help": "producing run ids, for the model card"})
+    keep_adapter_only: bool = field(default=False, metadata={"help": "LoRA: save adapters, do not merge"})
+
+
+def _blank(value: str | None) -> str | None:
+    return value if value not in (None, "", "None", "null") else None
+
+
+def _query_text(query: str) -> str:
+    for p in (Path(query), Path("data/queries") / f"{query}.sql"):
+        if p.is_file():
+            return p.read_text(encoding="utf-8")
+    raise SFTInputError(f"query: {query}: no such SQL file")
+
+
+def export_from_store(args: SFTScriptArguments, out_dir: str) -> None:
+    """Run the selection query on the store and save the dialogues into out_dir (with provenance.json)."""
+    from seekhelp.prompts import load_prompt
+    from seekhelp.store.export import export_sft
+    from seekhelp.store.schema import StoreError
+
+    if not Path(args.store).exists():
+        raise SFTInputError(f"store: {args.store}: no such store (run `make data`, or set dataset_path only)")
+    prompt = Path(args.system_prompt)
+    system = prompt.read_text(encoding="utf-8").strip() if prompt.is_file() else load_prompt(args.system_prompt)
+    params = dict(p.split("=", 1) for p in args.query_params if "=" in p)
+    try:
+        ds = export_sft(args.store, _query_text(args.query), out_dir, system, params=params)
+    except StoreError as e:
+        raise SFTInputError(f"{args.store}: {e}") from e
+    log.info("exported %d dialogues from %s into %s", ds.num_rows, args.store, out_dir)
+
+
+def load_dialogues(path: str):
+    """The training dialogues: a Dataset with only `messages`, checked row by row."""
+    import datasets
+
+    if not Path(path, "dataset_info.json").exists() and not Path(path, "dataset_dict.json").exists():
+        raise SFTInputError(f"dataset_path: {path}: not a dataset folder (datasets.save_to_disk)")
+    ds = datasets.load_from_disk(path)
+    if isinstance(ds, datasets.DatasetDict):
+        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    if "messages" not in ds.column_names:
+        raise SFTInputError(f"dataset_path: {path}: no `messages` column (columns: {', '.join(ds.column_names)})")
+    if ds.num_rows == 0:
+        raise SFTInputError(f"dataset_path: {path}: the dataset is empty")
+    for i, messages in enumerate(ds["messages"]):
+        roles = [m.get("role") for m in messages or []]
+        if "assistant" not in roles or not set(roles) <= {"system", "user", "assistant"}:
+            raise SFTInputError(f"dataset_path: {path}: row {i}: messages need an assistant turn (roles: {roles})")
+    return ds.select_columns(["messages"])
+
+
+def prepare_tokenizer(model_path: str, template_path: str | None):
+    """The tokenizer with a chat template that has {% generation %} markers (ours, unless one is given/present)."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import has_generation_markers
+
+    tok = AutoTokenizer.from_pretrained(model_path)
+    if template_path:
+        if not Path(template_path).is_file() or not template_path.endswith((".jinja", ".j2")):
+            raise SFTInputError(f"chat_template_path: {template_path}: not a .jinja file")
+        tok.chat_template = Path(template_path).read_text(encoding="utf-8")
+    elif not tok.chat_template or not has_generation_markers(tok.chat_template):
+        if "<|im_start|>" not in tok.get_vocab():
+            raise SFTInputError(f"{model_path}: template has no generation markers and the tokenizer is not ChatML; "
+                                "set chat_template_path")
+        log.info("using %s (the model's template has no generation markers)", CHATML_TEMPLATE.name)
+        tok.chat_template = CHATML_TEMPLATE.read_text(encoding="utf-8")
+    if not has_generation_markers(tok.chat_template):
+        raise SFTInputError(f"chat_template_path: {template_path}: no {{% generation %}} markers")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
+    """Resolve the model, get the data, and build the SFTTrainer (nothing trained yet)."""
+    from accelerate import PartialState
+
+    from seekhelp.models import ModelError, resolve
+
+    if not model_args.model_name_or_path:
+        raise SFTInputError("model_name_or_path: required (a registry name, a model folder or a Hub id)")
+    try:
+        source = resolve(_blank(script_args.init_from) or model_args.model_name_or_path)
+    except ModelError as e:
+        raise SFTInputError(f"{'init_from' if _blank(script_args.init_from) else 'model_name_or_path'}: {e}") from e
+    if not _blank(script_args.dataset_path) and not _blank(script_args.store):
+        raise SFTInputError("dataset_path: required (or store + query to export the dialogues first)")
+    data = _blank(script_args.dataset_path) or f"data/exports/sft/{Path(training_args.output_dir).name}"
+    state = PartialState()
+    with state.main_process_first():
+        if _blank(script_args.store) and state.is_main_process:
+            if not _blank(script_args.query):
+                raise SFTInputError("query: required with store (an SQL file such as data/queries/sft_candidates.sql)")
+            export_from_store(script_args, data)
+    script_args.dataset_path = data
+    dataset = load_dialogues(data)
+    tokenizer = prepare_tokenizer(source, training_args.chat_template_path)
+    training_args.assistant_only_loss = True
+    training_args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
+                                       "attn_implementation": model_args.attn_implementation,
+                                       **(training_args.model_init_kwargs or {})}
+    log.info("SFT of %s on %d dialogues from %s (peft=%s)", source, dataset.num_rows, data, model_args.use_peft)
+    return SFTTrainer(model=source, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=get_peft_config(model_args))
+
+
+def _merge_adapters(out: Path, dtype: str | None) -> None:
+    """Fold the saved LoRA adapters into their base; the adapters move to out/adapter."""
+    from peft import AutoPeftModelForCausalLM
+
+    merged = AutoPeftModelForCausalLM.from_pretrained(out, dtype=dtype or "auto").merge_and_unload()
+    (out / "adapter").mkdir(exist_ok=True)
+    for f in out.glob("adapter_*"):
+        if f.is_file():
+            f.rename(out / "adapter" / f.name)
+    merged.save_pretrained(out)
+
+
+def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
+    """Train, save the model + tokenizer (with its chat template), recipe.yaml and a README.md card; the folder."""
+    trainer = build_trainer(script_args, training_args, model_args)
+    result = trainer.train()
+    out = Path(training_args.output_dir)
+    trainer.save_model(str(out))
+    if trainer.accelerator.is_main_process:
+        merged = model_args.use_peft and not script_args.keep_adapter_only
+        if merged:
+            _merge_adapters(out, model_args.dtype)
+        trainer.processing_class.save_pretrained(out)
+        metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+        (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        recipe = recipe_dict(script_args, training_args, model_args)
+        write_recipe(out / "recipe.yaml", recipe)
+        write_model_card(out, script_args=script_args, model_args=model_args, recipe=recipe, metrics=metrics,
+                         rows=len(trainer.train_dataset), merged=merged)
+        log.info("saved to %s (loss %.4f, %d steps)", out, result.training_loss, result.global_step)
+    trainer.accelerator.wait_for_everyone()
+    return out
+
+
+def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
+    """Recipe + flags into the three dataclasses; a bad recipe raises SFTInputError (one line)."""
+    import dataclasses
+
+    import yaml
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    types = (SFTScriptArguments, SFTConfig, ModelConfig)
+    where = "command line"
+    if "--config" in argv:
+        if argv.index("--config") == len(argv) - 1:
+            raise SFTInputError("--config: needs a recipe file")
+        where = argv[argv.index("--config") + 1]
+        try:
+            config = yaml.safe_load(Path(where).read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise SFTInputError(f"{where}: cannot read the recipe ({str(e).splitlines()[0]})") from e
+        if not isinstance(config, dict):
+            raise SFTInputError(f"{where}: a recipe is a YAML mapping of field: value")
+        unknown = sorted(set(config) - {f.name for t in types for f in dataclasses.fields(t)} - {"env"})
+        if unknown:
+            raise SFTInputError(f"{where}: unknown recipe key(s): {', '.join(map(str, unknown))}")
+    try:
+        return TrlParser(types).parse_args_and_config(argv)
+    except ValueError as e:
+        raise SFTInputError(f"{where}: {str(e).splitlines()[0]}") from e
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        out = train(*parse(argv))
+    except SFTInputError as e:
+        print(f"sft.train: error: {e}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
