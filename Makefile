@@ -43,5 +43,39 @@ lint: install
 serve-llm: install
 	$(VENV)/bin/seekhelp serve-llm --port $(PORT)
 
+data: install
+	$(PY) -m pipelines.generate --config $(DATA_RECIPE)
+	$(VENV)/bin/seekhelp stats
+
+sft: install
+ifeq ($(NUM_GPUS),1)
+	$(PY) -m sft.train --config $(SFT_RECIPE)
+else
+	$(VENV)/bin/accelerate launch --config_file sft/accelerate/$(ACCELERATE_CONFIG).yaml \
+		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE)
+endif
+
+rl: install
+	$(PY) -m rl.loop --config $(RL_RECIPE)
+
+eval: install
+	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE)
+
+# install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
+demo: install
+	@mkdir -p data/reports
+	@for stage in data sft rl eval; do \
+		start=$$(date +%s); \
+		$(MAKE) --no-print-directory $$stage || exit $$?; \
+		echo "$$stage $$(( $$(date +%s) - start ))" >> data/reports/demo-timings.txt; \
+		echo "== $$stage done in $$(( $$(date +%s) - start )) s"; \
+	done
+	@echo "report: $$(ls -td data/reports/*/report.md | head -1)"
+
+# Explicit only: publish datasets/models to the Hub (needs HF_TOKEN; private by default).
+push: install
+	$(VENV)/bin/seekhelp push-dataset --query sft_candidates --repo $(HUB_DATASET)
+	$(VENV)/bin/seekhelp push-model data/models/sft/smollm2-135m-demo --repo $(HUB_MODEL)
+
 clean:
 	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs

@@ -76,20 +76,6 @@ class TeacherDialogues(Step):
         yield inputs
 
 
-def deterministic_judgments(q: Question, t: Trajectory) -> list[dict]:
-    """EM, F1 and the lexical leak detector for one trajectory, as judgment rows."""
-    from seekhelp.metrics import exact_match, f1
-    from seekhelp.privacy import detect_leaks
-
-    leaked = sorted({item for m in t.messages for item in detect_leaks(m, q.privacy_items)})
-    return [
-        {"trajectory_id": t.id, "judge": "em", "value": exact_match(t.final_answer, q.answers)},
-        {"trajectory_id": t.id, "judge": "f1", "value": f1(t.final_answer, q.answers)},
-        {"trajectory_id": t.id, "judge": "leak_detector", "value": float(bool(leaked)),
-         "label": "leak" if leaked else "clean", "details": json.dumps({"items": leaked})},
-    ]
-
-
 class DeterministicJudges(Step):
     """Answer correctness (normalized EM over aliases, F1) and the deterministic privacy detector."""
 
@@ -104,6 +90,8 @@ class DeterministicJudges(Step):
     def process(self, inputs: StepInput):  # type: ignore[override]
         for row in inputs:
             q = Question.from_dict(json.loads(row["question_json"]))
+            from seekhelp.judging import deterministic_judgments
+
             rows = []
             for d in json.loads(row["trajectories_json"] or "[]"):
                 rows.extend(deterministic_judgments(q, Trajectory.from_dict(d)))

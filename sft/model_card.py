@@ -82,11 +82,11 @@ def versions() -> dict[str, str]:
     return found
 
 
-def write_recipe(path: Path, recipe: dict[str, Any]) -> Path:
+def write_recipe(path: Path, recipe: dict[str, Any]) -> dict[str, Any]:
     head = "# The configuration this model was trained with (rerun: python -m sft.train --config recipe.yaml)\n"
     head += "# " + ", ".join(f"{k} {v}" for k, v in versions().items()) + "\n"
     path.write_text(head + yaml.safe_dump(recipe, sort_keys=True, allow_unicode=True), encoding="utf-8")
-    return path
+    return recipe
 
 
 def _provenance(dataset_path: str | None) -> dict[str, Any]:
@@ -125,7 +125,8 @@ def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: di
         meta["base_model"] = hub_id
     kind = ("LoRA adapters merged into the base" if merged else "LoRA adapters only (load them on the base)"
             ) if model_args.use_peft else "full fine-tuning"
-    hyper = {k: v for k, v in recipe.items() if k not in ("dataset_path", "store", "query", "run_ids", "init_from")}
+    data = ("dataset_path", "store", "query", "query_params", "system_prompt", "run_ids", "init_from", "output_dir")
+    hyper = {k: v for k, v in recipe.items() if k not in data}
     lines = [
         "---", yaml.safe_dump(meta, sort_keys=False).strip(), "---", "",
         f"# {out.name}", "",

@@ -3,15 +3,15 @@
     python -m sft.train --config sft/recipes/smollm2-135m/demo.yaml [--learning_rate 1e-4 ...]
     accelerate launch --config_file sft/accelerate/zero3.yaml --num_processes 8 -m sft.train --config RECIPE
 
-The recipe is one flat YAML mapping read into three dataclasses (SFTScriptArguments below, TRL's SFTConfig and
-ModelConfig); flags on the command line override it. Data comes from `dataset_path` (a `datasets.save_to_disk`
-folder with a `messages` column), or, when `store` and `query` are set, is first exported from the DuckDB store into
-that folder. Only assistant turns (the SLM's <think>/<message>/<answer> text and its <|im_end|>) carry loss: the
-chat template marks them with {% generation %}, and the LLM's replies sit in user messages.
+A recipe is one flat YAML mapping of SFTScriptArguments (below), TRL's SFTConfig and ModelConfig fields; flags
+override it. Dialogues come from `dataset_path` (a save_to_disk folder with `messages`), exported there first from
+the store when `store` and `query` are set. Only the SLM's turns carry loss: the chat template marks assistant
+content with {% generation %}, and the LLM's replies are user messages.
 """
 
 import json
 import logging
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +41,7 @@ class SFTScriptArguments:
 
 
 def _blank(value: str | None) -> str | None:
-    return value if value not in (None, "", "None", "null") else None
+    return None if value in (None, "", "None", "null") else value
 
 
 def _query_text(query: str) -> str:
@@ -73,9 +73,12 @@ def load_dialogues(path: str):
     """The training dialogues: a Dataset with only `messages`, checked row by row."""
     import datasets
 
-    if not Path(path, "dataset_info.json").exists() and not Path(path, "dataset_dict.json").exists():
+    if not any(Path(path, f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
         raise SFTInputError(f"dataset_path: {path}: not a dataset folder (datasets.save_to_disk)")
-    ds = datasets.load_from_disk(path)
+    try:
+        ds = datasets.load_from_disk(path)
+    except (IndexError, ValueError, OSError) as e:  # datasets cannot open a saved dataset that has no rows
+        raise SFTInputError(f"dataset_path: {path}: the dataset is empty or unreadable ({type(e).__name__})") from e
     if isinstance(ds, datasets.DatasetDict):
         ds = ds["train"] if "train" in ds else next(iter(ds.values()))
     if "messages" not in ds.column_names:
@@ -96,8 +99,8 @@ def prepare_tokenizer(model_path: str, template_path: str | None):
 
     tok = AutoTokenizer.from_pretrained(model_path)
     if template_path:
-        if not Path(template_path).is_file() or not template_path.endswith((".jinja", ".j2")):
-            raise SFTInputError(f"chat_template_path: {template_path}: not a .jinja file")
+        if not Path(template_path).is_file():
+            raise SFTInputError(f"chat_template_path: {template_path}: no such template file")
         tok.chat_template = Path(template_path).read_text(encoding="utf-8")
     elif not tok.chat_template or not has_generation_markers(tok.chat_template):
         if "<|im_start|>" not in tok.get_vocab():
@@ -107,42 +110,43 @@ def prepare_tokenizer(model_path: str, template_path: str | None):
         tok.chat_template = CHATML_TEMPLATE.read_text(encoding="utf-8")
     if not has_generation_markers(tok.chat_template):
         raise SFTInputError(f"chat_template_path: {template_path}: no {{% generation %}} markers")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
     return tok
 
 
 def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
-    """Resolve the model, get the data, and build the SFTTrainer (nothing trained yet)."""
+    """Resolve the model, export/load the dialogues and build the SFTTrainer (nothing trained yet)."""
     from accelerate import PartialState
 
     from seekhelp.models import ModelError, resolve
 
+    a = script_args
+    a.dataset_path, a.store, a.query, a.init_from = map(_blank, (a.dataset_path, a.store, a.query, a.init_from))
     if not model_args.model_name_or_path:
         raise SFTInputError("model_name_or_path: required (a registry name, a model folder or a Hub id)")
     try:
-        source = resolve(_blank(script_args.init_from) or model_args.model_name_or_path)
+        source = resolve(a.init_from or model_args.model_name_or_path)
     except ModelError as e:
-        raise SFTInputError(f"{'init_from' if _blank(script_args.init_from) else 'model_name_or_path'}: {e}") from e
-    if not _blank(script_args.dataset_path) and not _blank(script_args.store):
+        raise SFTInputError(f"{'init_from' if a.init_from else 'model_name_or_path'}: {e}") from e
+    if not a.dataset_path and not a.store:
         raise SFTInputError("dataset_path: required (or store + query to export the dialogues first)")
-    data = _blank(script_args.dataset_path) or f"data/exports/sft/{Path(training_args.output_dir).name}"
+    if a.store and not a.query:
+        raise SFTInputError("query: required with store (an SQL file such as data/queries/sft_candidates.sql)")
+    a.dataset_path = a.dataset_path or f"data/exports/sft/{Path(training_args.output_dir).name}"
     state = PartialState()
     with state.main_process_first():
-        if _blank(script_args.store) and state.is_main_process:
-            if not _blank(script_args.query):
-                raise SFTInputError("query: required with store (an SQL file such as data/queries/sft_candidates.sql)")
-            export_from_store(script_args, data)
-    script_args.dataset_path = data
-    dataset = load_dialogues(data)
+        if a.store and state.is_main_process:
+            export_from_store(a, a.dataset_path)
+    dataset = load_dialogues(a.dataset_path)
     tokenizer = prepare_tokenizer(source, training_args.chat_template_path)
-    training_args.assistant_only_loss = True
+    training_args.assistant_only_loss = True  # the project's rule: never train on tokens the SLM did not write
+    recipe_kwargs = training_args.model_init_kwargs
     training_args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
-                                       "attn_implementation": model_args.attn_implementation,
-                                       **(training_args.model_init_kwargs or {})}
-    log.info("SFT of %s on %d dialogues from %s (peft=%s)", source, dataset.num_rows, data, model_args.use_peft)
-    return SFTTrainer(model=source, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=get_peft_config(model_args))
+                                       "attn_implementation": model_args.attn_implementation, **(recipe_kwargs or {})}
+    log.info("SFT of %s on %d dialogues from %s (LoRA: %s)", source, len(dataset), a.dataset_path, model_args.use_peft)
+    trainer = SFTTrainer(model=source, args=training_args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=get_peft_config(model_args))
+    training_args.model_init_kwargs = recipe_kwargs  # used above only; recipe.yaml records what the recipe said
+    return trainer
 
 
 def _merge_adapters(out: Path, dtype: str | None) -> None:
@@ -152,29 +156,31 @@ def _merge_adapters(out: Path, dtype: str | None) -> None:
     merged = AutoPeftModelForCausalLM.from_pretrained(out, dtype=dtype or "auto").merge_and_unload()
     (out / "adapter").mkdir(exist_ok=True)
     for f in out.glob("adapter_*"):
-        if f.is_file():
-            f.rename(out / "adapter" / f.name)
+        f.rename(out / "adapter" / f.name)
     merged.save_pretrained(out)
 
 
 def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
-    """Train, save the model + tokenizer (with its chat template), recipe.yaml and a README.md card; the folder."""
+    """Train, then save model, tokenizer (with its chat template), recipe.yaml and README.md; returns the folder."""
     trainer = build_trainer(script_args, training_args, model_args)
-    result = trainer.train()
+    resume = training_args.resume_from_checkpoint  # a checkpoint folder, or "true" for the latest in output_dir
+    result = trainer.train(resume_from_checkpoint=True if str(resume).lower() in ("true", "last") else resume)
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
+        for checkpoint in out.glob("checkpoint-*"):  # resume points are of no use once the run has finished
+            shutil.rmtree(checkpoint)
         merged = model_args.use_peft and not script_args.keep_adapter_only
         if merged:
             _merge_adapters(out, model_args.dtype)
         trainer.processing_class.save_pretrained(out)
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of every argument: recipe.yaml replaces it
         metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
         (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
-        recipe = recipe_dict(script_args, training_args, model_args)
-        write_recipe(out / "recipe.yaml", recipe)
+        recipe = write_recipe(out / "recipe.yaml", recipe_dict(script_args, training_args, model_args))
         write_model_card(out, script_args=script_args, model_args=model_args, recipe=recipe, metrics=metrics,
                          rows=len(trainer.train_dataset), merged=merged)
-        log.info("saved to %s (loss %.4f, %d steps)", out, result.training_loss, result.global_step)
+        log.info("saved %s (loss %.4f after %d steps)", out, result.training_loss, result.global_step)
     trainer.accelerator.wait_for_everyone()
     return out
 

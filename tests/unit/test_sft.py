@@ -64,8 +64,8 @@ def _check_folder(out: Path, base: str) -> dict:
     assert recipe["output_dir"] == str(out) and recipe["max_steps"] == 2 and recipe["assistant_only_loss"] is True
     assert not any(k in recipe for k in ("hub_token", "hub_model_id_token"))
     card = (out / "README.md").read_text()
-    for needle in ("## Base model", f"`{base}`", "run-gen-1", "run-test-1", "SELECT id AS trajectory_id", "Loss masking",
-                   "assistant_only_loss", "Intended use", "Limitations", "Dialogues trained on: 8"):
+    for needle in ("## Base model", f"`{base}`", "run-gen-1", "run-test-1", "SELECT id AS trajectory_id",
+                   "Loss masking", "assistant_only_loss", "Intended use", "Limitations", "Dialogues trained on: 8"):
         assert needle in card, needle
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["global_step"] == 2 and math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
@@ -96,9 +96,9 @@ def test_lora_adapter_only(tiny_model_dir, dataset_dir, tmp_path):
 
     out = tmp_path / "adapter-only"
     train(*parse(["--model_name_or_path", tiny_model_dir, "--dataset_path", dataset_dir, "--output_dir", str(out),
-                  "--max_steps", "1", "--bf16", "false", "--activation_checkpointing", "false", "--report_to",
-                  "none", "--dataloader_pin_memory", "false", "--use_peft", "true", "--lora_r", "2", "--keep_adapter_only", "true",
-                  "--disable_tqdm", "true"]))
+                  "--max_steps", "1", "--bf16", "false", "--activation_checkpointing", "false", "--report_to", "none",
+                  "--dataloader_pin_memory", "false", "--use_peft", "true", "--lora_r", "2",
+                  "--keep_adapter_only", "true", "--disable_tqdm", "true"]))
     assert (out / "adapter_config.json").is_file() and not (out / "model.safetensors").exists()
     assert "lora" in (out / "README.md").read_text().lower()
 
@@ -140,3 +140,17 @@ def test_bad_recipe_key_exits_2_with_one_line(tmp_path):
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert str(bad) in lines[0] and "learnin_rate_typo" in lines[0]
+
+
+@pytest.mark.parametrize("recipe", sorted(str(p.relative_to(ROOT)) for p in (ROOT / "sft/recipes").glob("*/*.yaml")))
+def test_shipped_recipes_parse(recipe):
+    from sft.train import parse
+
+    script, training, model = parse(["--config", str(ROOT / recipe), "--bf16", "false"])  # bf16 needs a GPU here
+    assert training.assistant_only_loss and not training.packing and training.save_strategy.value in ("no", "steps")
+    assert (ROOT / training.chat_template_path).is_file() and training.chat_template_path.endswith("generation.jinja")
+    assert script.dataset_path and model.model_name_or_path and training.output_dir.startswith("data/models/sft/")
+    if "qwen3" in recipe:
+        assert model.dtype == "bfloat16" and not model.use_peft and training.activation_checkpointing
+    if recipe.endswith("lora.yaml"):
+        assert model.use_peft and model.lora_target_modules == "all-linear"

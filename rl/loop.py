@@ -1,0 +1,113 @@
+"""`make rl`: rounds of rejection-sampling RL — sample, reward, select (SQL), retrain — from the SFT model.
+
+    python -m rl.loop --config rl/recipes/smollm2-135m/demo.yaml [--set rounds=3 ...]
+
+Round r: K rollouts per training question with the current SLM against the LLM endpoint (one batched runtime
+call per sample index), judged and rewarded with the paper's reward, stored with the round number; the SQL in
+`rs_select.sql` keeps the best rollout per question above a threshold; `sft.train` continues from the previous
+checkpoint on that selection; the new policy is scored on the validation split and a row goes to `rl_rounds`.
+Resumable: finished rounds (checkpoint + `rl_rounds` row) and stored rollouts are skipped on a rerun.
+"""
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from seekhelp.config import RecipeError, load_recipe, to_dict
+
+log = logging.getLogger("rl.loop")
+
+
+@dataclass
+class LLMEndpoint:
+    base_url: str | None = None  # none: start `transformers serve` on `model` for the run
+    model: str = "smollm2-135m"
+    ground: bool = True  # give the LLM retrieved knowledge-base facts (offline "grounded expert")
+
+
+@dataclass
+class RLRecipe:
+    store: str = "data/store.duckdb"
+    init_model: str = "data/models/sft/smollm2-135m-demo"
+    output_dir: str = "data/models/rl/smollm2-135m-demo"
+    sft_recipe: str = "sft/recipes/smollm2-135m/demo.yaml"
+    sft_overrides: list[str] = field(default_factory=list)  # extra `--key value` pairs for sft.train
+    rounds: int = 2
+    k: int = 2  # rollouts per question per round
+    train_questions: int = 64
+    validation_questions: int = 40
+    source: str | None = None  # restrict questions to one source (None: all)
+    temperature: float = 0.8
+    alpha: float = 0.5
+    beta: float = 0.2
+    n_max: int = 4
+    easy_k: int = 2  # SLM-alone samples per question for the "easy" estimate
+    min_reward: float = 0.5
+    slm_max_new_tokens: int = 96
+    llm_max_new_tokens: int = 96
+    batch_size: int = 32
+    llm: LLMEndpoint = field(default_factory=LLMEndpoint)
+
+
+def policy_label(recipe: RLRecipe, r: int) -> str:
+    return f"{Path(recipe.output_dir).name}/round-{r}" if r else f"{Path(recipe.init_model).name}"
+
+
+def checkpoint(recipe: RLRecipe, r: int) -> Path:
+    return Path(recipe.init_model) if r == 0 else Path(recipe.output_dir) / f"round-{r}"
+
+
+def round_done(store, recipe: RLRecipe, r: int) -> bool:
+    ok = store.sql("SELECT count(*) AS n FROM rl_rounds WHERE run = $run AND round = $r",
+                   {"run": recipe.output_dir, "r": r})["n"][0] > 0
+    return ok and (r == 0 or (checkpoint(recipe, r) / "config.json").exists())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="rl/recipes/smollm2-135m/demo.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from seekhelp.backends.server import ServerError
+    from seekhelp.models import ModelError
+    from seekhelp.store import StoreError
+
+    try:
+        recipe = load_recipe(RLRecipe, args.config, args.set)
+        if not (Path(recipe.init_model) / "config.json").exists():
+            raise RecipeError(f"init_model: {recipe.init_model} is not a model folder (run `make sft` first)")
+        if not Path(recipe.store).exists():
+            raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
+        table = run(recipe)
+    except (RecipeError, StoreError, ModelError, ServerError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(table))
+    return 0
+
+
+def run(recipe: RLRecipe) -> list[dict]:
+    from rl.rounds import RoundRunner
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    t0 = time.perf_counter()
+    with RoundRunner(recipe) as runner:
+        runner.ensure_round(0)  # the SFT model's validation row
+        for r in range(1, recipe.rounds + 1):
+            runner.ensure_round(r)
+        rows = runner.table()
+    runner.print_table(rows)
+    log.info("RL finished in %.1f s", time.perf_counter() - t0)
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

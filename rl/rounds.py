@@ -1,0 +1,230 @@
+"""One RL round at a time: sampling, rewarding, selecting, retraining and validating (used by rl/loop.py)."""
+
+import contextlib
+import gc
+import logging
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from seekhelp.records import Question, trajectory_id
+from seekhelp.rewards import RewardConfig, compute_reward, estimate_easy
+
+log = logging.getLogger("rl.rounds")
+
+RL_ROUNDS_DDL = """
+CREATE TABLE IF NOT EXISTS rl_rounds (
+    run VARCHAR, round INTEGER, split VARCHAR, policy VARCHAR, n INTEGER, mean_reward DOUBLE,
+    r_format DOUBLE, r_quality DOUBLE, r_feedback DOUBLE, r_privacy DOUBLE, r_efficiency DOUBLE,
+    em DOUBLE, turns DOUBLE, leak_rate DOUBLE, valid_rate DOUBLE, n_rollouts INTEGER, n_selected INTEGER,
+    wall_s DOUBLE, PRIMARY KEY (run, round, split))
+"""
+COLUMNS = ["round", "policy", "n", "mean_reward", "r_format", "r_quality", "r_feedback", "r_privacy",
+           "r_efficiency", "em", "turns", "leak_rate", "valid_rate", "n_rollouts", "n_selected", "wall_s"]
+
+
+class RoundRunner:
+    def __init__(self, recipe):
+        self.recipe = recipe
+        self.reward_cfg = RewardConfig(alpha=recipe.alpha, beta=recipe.beta, n_max=recipe.n_max)
+        self._stack = contextlib.ExitStack()
+        self._policy = None  # (round, backend)
+
+    # ------------------------------------------------------------------------------------------- set-up
+    def __enter__(self) -> "RoundRunner":
+        from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
+        from seekhelp.store import Store
+
+        r = self.recipe
+        self.store = self._stack.enter_context(Store(r.store))
+        self.store.con.execute(RL_ROUNDS_DDL)
+        if r.llm.base_url:
+            self.llm = OpenAIBackend(EndpointConfig(base_url=r.llm.base_url, model=r.llm.model))
+        else:
+            from seekhelp.backends.server import serve
+
+            srv = self._stack.enter_context(serve(r.llm.model))
+            self.llm = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
+        self.grounder = None
+        if r.llm.ground:
+            from seekhelp.knowledge import KnowledgeBase, grounder
+
+            self.grounder = grounder(KnowledgeBase.from_geonames(), k=3)
+        self.train_qs = self._questions("train", r.train_questions)
+        self.val_qs = self._questions("validation", r.validation_questions)
+        if not self.train_qs or not self.val_qs:
+            raise FileNotFoundError(f"{r.store}: no train/validation questions (run `make data` first)")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+    def _questions(self, split: str, limit: int) -> list[Question]:
+        where = "split = $split" + (" AND source = $source" if self.recipe.source else "")
+        params = {"split": split, "limit": limit} | ({"source": self.recipe.source} if self.recipe.source else {})
+        rows = self.store.sql(f"SELECT * FROM questions WHERE {where} ORDER BY id LIMIT $limit", params).to_dicts()
+        import json
+
+        for row in rows:
+            row["meta"] = json.loads(row["meta"]) if isinstance(row.get("meta"), str) else (row.get("meta") or {})
+        return [Question.from_dict(row) for row in rows]
+
+    def _backend(self, r: int):
+        from seekhelp.backends.local import TransformersBackend
+        from rl.loop import checkpoint, policy_label
+
+        if self._policy and self._policy[0] == r:
+            return self._policy[1]
+        self._policy = None
+        gc.collect()
+        b = TransformersBackend(str(checkpoint(self.recipe, r)), name=policy_label(self.recipe, r),
+                                max_batch_size=self.recipe.batch_size)
+        self._policy = (r, b)
+        return b
+
+    def _runtime(self, slm, temperature: float, seed: int | None):
+        from seekhelp.runtime import Runtime, RuntimeConfig
+
+        cfg = RuntimeConfig(n_max=self.recipe.n_max, slm_max_new_tokens=self.recipe.slm_max_new_tokens,
+                            llm_max_new_tokens=self.recipe.llm_max_new_tokens, slm_temperature=temperature,
+                            guard="off", seed=seed)  # training sees its own leaks so the reward can punish them
+        return Runtime(slm, self.llm, cfg, grounder=self.grounder)
+
+    # ------------------------------------------------------------------------------------------- pieces
+    def easy_flags(self, questions: list[Question]) -> dict[str, bool]:
+        """'Easy' = the initial SLM alone answers correctly in most of easy_k samples (stored, reused)."""
+        import asyncio
+
+        from rl.loop import policy_label
+        from seekhelp.metrics import exact_match
+        from seekhelp.runtime import RuntimeConfig
+        from seekhelp.strategies import StrategyContext, run_strategy
+
+        label = policy_label(self.recipe, 0)
+        known = {row["question_id"]: row["is_easy"] for row in self.store.sql(
+            "SELECT question_id, is_easy FROM easy WHERE slm = $slm", {"slm": label}).to_dicts()}
+        todo = [q for q in questions if q.id not in known]
+        if todo:
+            slm = self._backend(0)
+            hits = {q.id: [] for q in todo}
+            for i in range(self.recipe.easy_k):
+                cfg = RuntimeConfig(slm_max_new_tokens=self.recipe.slm_max_new_tokens, slm_temperature=0.7, seed=i)
+                ctx = StrategyContext(slm=slm, llm=self.llm, config=cfg, sample_index=i)
+                for t, q in zip(asyncio.run(run_strategy("slm_cot", ctx, todo)), todo, strict=True):
+                    hits[q.id].append(bool(exact_match(t.final_answer, q.answers)))
+            rows = [{"question_id": qid, "slm": label, "k": len(h), "n_correct": sum(h), "is_easy": estimate_easy(h)}
+                    for qid, h in hits.items()]
+            self.store.add_easy(rows)
+            known |= {row["question_id"]: row["is_easy"] for row in rows}
+        return known
+
+    def score(self, questions: list[Question], trajs, run_id: str) -> list[dict]:
+        """Judge, reward and store trajectories; returns per-trajectory summaries."""
+        from seekhelp.judging import deterministic_judgments, leaked_items, reward_judgments
+
+        easy = self.easy_flags(questions)
+        by_id = {q.id: q for q in questions}
+        judgments, out = [], []
+        for t in trajs:
+            q = by_id[t.question_id]
+            leaked = bool(leaked_items(q, t))
+            b = compute_reward(t, q.answers, leaked, bool(easy.get(q.id)), self.reward_cfg)
+            judgments += deterministic_judgments(q, t) + reward_judgments(t.id, b)
+            out.append({**b.to_dict(), "leak": leaked, "valid": t.format_ok})
+        self.store.add_trajectories(trajs, run_id)
+        self.store.add_judgments(judgments, run_id)
+        return out
+
+    def rollouts(self, r: int, run_id: str) -> int:
+        """K samples per training question with the round's starting policy; skips stored ones."""
+        rc, slm = self.recipe, self._backend(r - 1)
+        n = 0
+        for i in range(rc.k):
+            rt = self._runtime(slm, rc.temperature, seed=1000 * r + i)
+            fp = rt.config.fingerprint()
+            ids = {q.id: trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r) for q in self.train_qs}
+            stored = self.store.stored_ids("trajectories", ids.values())
+            todo = [q for q in self.train_qs if ids[q.id] not in stored]
+            log.info("round %d sample %d: %d rollouts (%d stored)", r, i, len(todo), len(ids) - len(todo))
+            if todo:
+                self.score(todo, rt.run(todo, "dynamic", sample_index=i, round=r), run_id)
+            n += len(ids)
+        return n
+
+    def validate(self, r: int, run_id: str) -> dict:
+        import statistics as st
+
+        slm = self._backend(r)
+        rt = self._runtime(slm, 0.0, seed=0)
+        rows = self.score(self.val_qs, rt.run(self.val_qs, "dynamic", sample_index=0, round=r), run_id)
+
+        def mean(key):
+            return round(st.fmean(float(x[key]) for x in rows), 4)
+
+        return {"policy": slm.name, "n": len(rows), "mean_reward": mean("total"), "r_format": mean("r_format"),
+                "r_quality": mean("r_quality"), "r_feedback": mean("r_feedback"), "r_privacy": mean("r_privacy"),
+                "r_efficiency": mean("r_efficiency"), "em": mean("r_quality"), "turns": mean("n_turns"),
+                "leak_rate": mean("leak"), "valid_rate": mean("valid")}
+
+    def retrain(self, r: int, run_id: str) -> int:
+        from rl.loop import checkpoint
+        from seekhelp.store.query import load_query
+        from sft.train import parse, train
+
+        rc = self.recipe
+        export_dir = Path(rc.output_dir) / f"round-{r}-data"
+        sql = load_query("rs_select")
+        from seekhelp.prompts import load_prompt
+        from seekhelp.store.export import export_sft
+
+        ds = export_sft(rc.store, sql, export_dir, load_prompt("slm_dynamic"),
+                        params={"round": r, "min_reward": rc.min_reward, "split": "train"})
+        if ds.num_rows == 0:
+            log.warning("round %d: nothing above min_reward %.2f; keeping the previous policy", r, rc.min_reward)
+            import shutil
+
+            shutil.copytree(checkpoint(rc, r - 1), checkpoint(rc, r), dirs_exist_ok=True)
+            return 0
+        self._policy = None
+        gc.collect()
+        args = ["--config", rc.sft_recipe, "--store", "", "--dataset_path", str(export_dir),
+                "--model_name_or_path", str(checkpoint(rc, r - 1)), "--output_dir", str(checkpoint(rc, r)),
+                "--run_ids", run_id, *rc.sft_overrides]
+        train(*parse(args))
+        return ds.num_rows
+
+    # ------------------------------------------------------------------------------------------- driver
+    def ensure_round(self, r: int) -> None:
+        from rl.loop import round_done
+
+        if round_done(self.store, self.recipe, r):
+            log.info("round %d already finished; skipping", r)
+            return
+        t0 = time.perf_counter()
+        run_id = self.store.start_run("rl", {"recipe": vars(self.recipe) | {"llm": vars(self.recipe.llm)},
+                                             "round": r}, run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}")
+        n_rollouts = n_selected = 0
+        if r > 0:
+            n_rollouts = self.rollouts(r, run_id)
+            n_selected = self.retrain(r, run_id)
+        row = self.validate(r, run_id)
+        row |= {"run": self.recipe.output_dir, "round": r, "split": "validation", "n_rollouts": n_rollouts,
+                "n_selected": n_selected, "wall_s": round(time.perf_counter() - t0, 1)}
+        cols = ", ".join(row)
+        self.store.con.execute(f"INSERT OR REPLACE INTO rl_rounds ({cols}) VALUES ({', '.join('?' * len(row))})",
+                               list(row.values()))
+        self.store.finish_run(run_id, "ok")
+        log.info("round %d: %s", r, row)
+
+    def table(self) -> list[dict]:
+        return self.store.sql(f"SELECT {', '.join(COLUMNS)} FROM rl_rounds WHERE run = $run ORDER BY round",
+                              {"run": self.recipe.output_dir}).to_dicts()
+
+    @staticmethod
+    def print_table(rows: list[dict]) -> None:
+        t = Table(*COLUMNS, title="RL rounds (validation split)")
+        for row in rows:
+            t.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS])
+        Console().print(t)
