@@ -73,9 +73,15 @@ demo: install
 	@echo "report: $$(ls -td data/reports/*/report.md | head -1)"
 
 # Explicit only: publish datasets/models to the Hub (needs HF_TOKEN; private by default).
+HUB_DATASET ?= $(error set HUB_DATASET=you/name)
+HUB_MODEL ?= $(error set HUB_MODEL=you/name)
 push: install
 	$(VENV)/bin/seekhelp push-dataset --query sft_candidates --repo $(HUB_DATASET)
 	$(VENV)/bin/seekhelp push-model data/models/sft/smollm2-135m-demo --repo $(HUB_MODEL)
+	@for d in data/models/rl/smollm2-135m-demo/round-*/; do \
+		[ -f "$$d/config.json" ] && $(VENV)/bin/seekhelp push-model "$$d" --repo $(HUB_MODEL) \
+			--revision "$$(basename $$d)"; \
+	done; true
 
 clean:
 	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs

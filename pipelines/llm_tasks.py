@@ -20,18 +20,19 @@ from typing import Any, ClassVar
 import openai
 from pydantic import PrivateAttr
 
-with warnings.catch_warnings():  # distilabel 1.5.3's own field definitions warn under recent pydantic; not ours
-    warnings.filterwarnings("ignore", message=".*attribute with value None was provided to the `Field",
-                            category=UserWarning)
-    from distilabel.models.llms import OpenAILLM
-    from distilabel.models.llms.utils import prepare_output
-    from distilabel.steps import Step, StepInput
-    from distilabel.steps.tasks import Task
-    from distilabel.typing import StepOutput
+# distilabel 1.5.3's own field definitions (and models derived from them) warn under recent pydantic: not ours.
+warnings.filterwarnings("ignore", message=".*attribute with value None was provided to the `Field",
+                        module="pydantic")
 
-from pipelines.offline_inject import answer_in
-from seekhelp.privacy import JUDGE_SCHEMA, build_judge_messages, parse_judge_verdict
-from seekhelp.prompts import load_prompt
+from distilabel.models.llms import OpenAILLM  # noqa: E402
+from distilabel.models.llms.utils import prepare_output  # noqa: E402
+from distilabel.steps import Step, StepInput  # noqa: E402
+from distilabel.steps.tasks import Task  # noqa: E402
+from distilabel.typing import StepOutput  # noqa: E402
+
+from pipelines.offline_inject import answer_in  # noqa: E402
+from seekhelp.privacy import JUDGE_SCHEMA, build_judge_messages, parse_judge_verdict  # noqa: E402
+from seekhelp.prompts import load_prompt  # noqa: E402
 
 NO_GENERATION = "no generation"
 SKIPPED = "skipped: an earlier step failed"

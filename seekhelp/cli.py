@@ -160,6 +160,49 @@ def ask(
         print_trajectory(traj)
 
 
+@app.command("push-dataset")
+def push_dataset_cmd(
+    repo: Annotated[str, typer.Option(help="Hub dataset repo id, e.g. you/seekhelp-dialogues")],
+    query: Annotated[str, typer.Option(help="Selection query (.sql file or stored name)")] = "sft_candidates",
+    folder: Annotated[Path | None, typer.Option(help="An existing export folder (skips the query)")] = None,
+    store: Path = Path(os.environ.get("SEEKHELP_STORE", "data/store.duckdb")),
+    public: bool = False,
+    revision: str | None = None,
+    dry_run: bool = False,
+) -> None:
+    """Export a selection and push it to the Hub with a card (private unless --public)."""
+    from seekhelp.hub import push_dataset
+
+    setup_logging()
+    with user_errors():
+        if folder is None:
+            from seekhelp.prompts import load_prompt
+            from seekhelp.store.export import export_sft
+            from seekhelp.store.query import load_query
+
+            folder = Path("data/exports/push") / repo.replace("/", "__")
+            export_sft(store, load_query(query), folder, load_prompt("slm_dynamic"))
+        stage = push_dataset(folder, repo, private=not public, revision=revision, dry_run=dry_run)
+    console.print(f"{'staged' if dry_run else 'pushed'} {folder} → {repo} ({stage})")
+
+
+@app.command("push-model")
+def push_model_cmd(
+    folder: Annotated[Path, typer.Argument(help="A trained model folder")],
+    repo: Annotated[str, typer.Option(help="Hub model repo id")],
+    public: bool = False,
+    revision: Annotated[str | None, typer.Option(help="Branch, e.g. round-2 (one revision per RL round)")] = None,
+    dry_run: bool = False,
+) -> None:
+    """Push a trained model folder (weights, tokenizer, template, recipe, card) to the Hub."""
+    from seekhelp.hub import push_model
+
+    setup_logging()
+    with user_errors():
+        stage = push_model(folder, repo, private=not public, revision=revision, dry_run=dry_run)
+    console.print(f"{'staged' if dry_run else 'pushed'} {folder} → {repo}@{revision or 'main'} ({stage})")
+
+
 def _register_optional() -> None:
     """Commands that live next to their subsystem register themselves here."""
     from seekhelp.store.commands import register
