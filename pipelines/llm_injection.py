@@ -21,6 +21,7 @@ import signal
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,9 @@ def _contained(work: Path) -> Iterator[None]:
     datasets.config.HF_DATASETS_CACHE = work / "hf-datasets"
     disable_progress_bars()
     try:
-        yield
+        with warnings.catch_warnings():  # distilabel 1.5.3 emits pydantic deprecations by the hundred thousand
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"distilabel(\.|$)")
+            yield
     finally:
         stop_logging()
         root.handlers[:] = handlers
@@ -105,14 +108,14 @@ def run_pipeline(name: str, rows: list[dict[str, Any]], make_steps: Callable[[],
     """Run LoadDataFromDicts(rows) >> steps... >> PackRows; return the final rows keyed by their "row" number."""
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("distilabel pipelines must run on the main thread (Pipeline.run sets signal handlers)")
-    from distilabel.pipeline import Pipeline
-    from distilabel.steps import LoadDataFromDicts
-
     if cache_dir is not None:
         Path(cache_dir).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=cache_dir))
     try:
         with _contained(work):
+            from distilabel.pipeline import Pipeline
+            from distilabel.steps import LoadDataFromDicts
+
             with Pipeline(name=name, cache_dir=work / "distilabel") as pipeline:
                 step = LoadDataFromDicts(name="load", data=rows, batch_size=batch_size)
                 for nxt in [*make_steps(), PackRows(name="pack", input_batch_size=batch_size)]:
