@@ -11,7 +11,9 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,6 +66,8 @@ class JudgeConfig:
     llm_judge: bool = True
     limit: int | None = 64  # LLM-judge at most this many dialogues that sent messages (None: all)
     max_new_tokens: int = 128
+    timeout_s: int = 120  # seconds per call; a call still failing after max_retries is recorded in `failures`
+    max_retries: int = 3
 
 
 @dataclass
@@ -138,18 +142,29 @@ def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: 
         runtime_cfg = {"slm_base_url": t.slm.base_url, "slm_model": t.slm.model, "llm_base_url": t.llm.base_url,
                        "llm_model": t.llm.model, "temperature": t.temperature, "n_max": t.n_max, "ground": t.ground,
                        "api_key_env": t.slm.api_key_env}
+    from pipelines.llm_injection import _contained
+
     rows = [{"question_json": json.dumps(q.to_dict(), ensure_ascii=False)} for q in questions]
-    with Pipeline(name=f"seekhelp-teacher-{run_id}", cache_dir=str(Path(recipe.shards).parent / "cache")) as pipe:
-        load = LoadDataFromDicts(data=rows, batch_size=recipe.batch_size)
-        teach = TeacherDialogues(teacher=t.kind, samples=t.samples, seed=recipe.seeds.seed,
-                                 runtime_config=runtime_cfg, input_batch_size=recipe.batch_size)
-        judge = DeterministicJudges(input_batch_size=recipe.batch_size)
-        write = WriteShards(shard_dir=str(shard_dir), run_id=run_id, input_batch_size=recipe.batch_size)
-        load >> teach >> judge >> write
-    distiset = pipe.run(use_cache=False)
-    produced = distiset["default"]["train"] if distiset else []
-    if len(produced) != len(rows):  # distilabel can drop or blank failed batches: never silently
-        log.warning("teacher pipeline returned %d of %d rows", len(produced), len(rows))
+    cache = Path(recipe.shards).parent / "cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    # A fresh distilabel folder per run: distilabel reloads a cached pipeline.yaml even with use_cache=False, and
+    # the one a killed run left behind breaks the rerun. _contained: distilabel leaves the root logger on a closed
+    # queue (every later log line would fail) unless it is restored.
+    work = Path(tempfile.mkdtemp(prefix=f"teacher-{run_id}-", dir=cache))
+    try:
+        with _contained(work), Pipeline(name=f"seekhelp-teacher-{run_id}", cache_dir=str(work)) as pipe:
+            load = LoadDataFromDicts(data=rows, batch_size=recipe.batch_size)
+            teach = TeacherDialogues(teacher=t.kind, samples=t.samples, seed=recipe.seeds.seed,
+                                     runtime_config=runtime_cfg, input_batch_size=recipe.batch_size)
+            judge = DeterministicJudges(input_batch_size=recipe.batch_size)
+            write = WriteShards(shard_dir=str(shard_dir), run_id=run_id, input_batch_size=recipe.batch_size)
+            load >> teach >> judge >> write
+            distiset = pipe.run(use_cache=False)
+        produced = distiset["default"]["train"] if distiset else []
+        if len(produced) != len(rows):  # distilabel can drop or blank failed batches: never silently
+            log.warning("teacher pipeline returned %d of %d rows", len(produced), len(rows))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def llm_judge(recipe: DataRecipe, store, base_url, model, shard_dir: Path, run_id: str) -> int:
@@ -161,20 +176,31 @@ def llm_judge(recipe: DataRecipe, store, base_url, model, shard_dir: Path, run_i
         SELECT t.id AS trajectory_id, list(u.sent ORDER BY u.idx) AS messages_sent, any_value(q.privacy_items) AS pi
         FROM trajectories t JOIN turns u ON u.trajectory_id = t.id AND u.role = 'llm' AND u.sent IS NOT NULL
         JOIN questions q ON q.id = t.question_id
-        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trajectory_id = t.id AND j.judge = 'leak_judge')
+        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trajectory_id = t.id AND j.judge = 'leak_judge'
+                          AND j.value IS NOT NULL)
         GROUP BY t.id ORDER BY t.id {limit}""").to_dicts()
     if not todo:
         return 0
     items = [{"trajectory_id": r["trajectory_id"], "messages_sent": r["messages_sent"], "privacy_items": r["pi"]}
              for r in todo]
     verdicts = run_llm_judge(items, base_url, model, api_key_env=recipe.endpoint.api_key_env,
-                             max_new_tokens=recipe.judge.max_new_tokens)
-    rows = [{"trajectory_id": v["trajectory_id"], "judge": "leak_judge",
-             "value": None if v.get("leak") is None else float(bool(v["leak"])),
-             "label": "error" if v.get("leak") is None else ("leak" if v["leak"] else "clean"),
+                             max_new_tokens=recipe.judge.max_new_tokens, timeout_s=recipe.judge.timeout_s,
+                             max_retries=recipe.judge.max_retries)
+    rows = [{"trajectory_id": v["trajectory_id"], "judge": "leak_judge", "value": float(bool(v["leak"])),
+             "label": "leak" if v["leak"] else "clean",
              "details": json.dumps({k: v.get(k) for k in ("leaked_items", "reason", "error")}, default=str)}
-            for v in verdicts]
-    write_shard(shard_dir, "judgments", rows, run_id)
+            for v in verdicts if v.get("leak") is not None]
+    # a verdict the judge could not give is a failure (re-judged on the next run), never an 'error' judgment
+    got = {v["trajectory_id"] for v in verdicts}
+    failed = [{"item_id": v["trajectory_id"], "stage": "llm_judge", "reason": v.get("error") or "no verdict"}
+              for v in verdicts if v.get("leak") is None]
+    failed += [{"item_id": i["trajectory_id"], "stage": "llm_judge", "reason": "no verdict returned"}
+               for i in items if i["trajectory_id"] not in got]
+    if rows:
+        write_shard(shard_dir, "judgments", rows, run_id)
+    if failed:
+        log.warning("LLM judge: %d of %d dialogues without a verdict (recorded in failures)", len(failed), len(items))
+        write_shard(shard_dir, "failures", failed, run_id)
     return len(rows)
 
 
@@ -185,10 +211,18 @@ def run(recipe: DataRecipe) -> dict:
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge
+    if needs_endpoint and recipe.endpoint.base_url:  # fail in one line before any work, not after every retry
+        from seekhelp.backends.openai_compat import EndpointError, check_reachable
+
+        try:
+            check_reachable(recipe.endpoint.base_url)
+        except EndpointError as e:
+            raise RecipeError(f"endpoint.base_url: {e}") from e
+    seeds = load_seeds(recipe.seeds)  # bad seed files are refused before the store is touched
+    log.info("%d seeds", len(seeds))
     with Store(recipe.store) as store:
         store.start_run("data", to_dict(recipe), models={"endpoint": recipe.endpoint.model}, run_id=run_id)
-        seeds = load_seeds(recipe.seeds)
-        log.info("%d seeds", len(seeds))
+        shard_dir.mkdir(parents=True, exist_ok=True)  # a rerun with nothing new to write still ingests from it
         with endpoint(recipe.endpoint, needs_endpoint) as (base_url, model):
             from seekhelp.store.ingest import write_shard
 
@@ -224,12 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
+    from pipelines.seeds import SeedError
     from seekhelp.store import StoreError
 
     try:
         recipe = load_recipe(DataRecipe, args.config, args.set)
         result = run(recipe)
-    except (RecipeError, StoreError, FileNotFoundError, PermissionError) as e:
+    except (RecipeError, SeedError, StoreError, FileNotFoundError, PermissionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result))

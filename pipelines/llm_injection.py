@@ -28,11 +28,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from pipelines.llm_tasks import (
-    CHECK_SCHEMA,
-    FACTS_SCHEMA,
     NO_GENERATION,
-    QUESTION_SCHEMA,
-    RESTATE_SCHEMA,
     AskThroughFacts,
     ConsistencyCheck,
     EndpointLLM,
@@ -44,7 +40,6 @@ from pipelines.llm_tasks import (
 )
 from pipelines.offline_inject import answer_in
 from pipelines.seeds import Seed
-from seekhelp.privacy import JUDGE_SCHEMA
 from seekhelp.records import Question
 
 log = logging.getLogger(__name__)
@@ -168,10 +163,10 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
 
     def steps() -> list[Any]:
         kw = {"input_batch_size": batch_size}
-        return [InventPersonalFacts(name="invent_facts", llm=llm(FACTS_SCHEMA, temperature), **kw),
-                RestateWithFacts(name="restate_with_facts", llm=llm(RESTATE_SCHEMA, temperature), **kw),
-                AskThroughFacts(name="ask_through_facts", llm=llm(QUESTION_SCHEMA, temperature), **kw),
-                ConsistencyCheck(name="consistency_check", llm=llm(CHECK_SCHEMA, 0.0), **kw)]
+        return [InventPersonalFacts(name="invent_facts", llm=llm(InventPersonalFacts.SCHEMA, temperature), **kw),
+                RestateWithFacts(name="restate_with_facts", llm=llm(RestateWithFacts.SCHEMA, temperature), **kw),
+                AskThroughFacts(name="ask_through_facts", llm=llm(AskThroughFacts.SCHEMA, temperature), **kw),
+                ConsistencyCheck(name="consistency_check", llm=llm(ConsistencyCheck.SCHEMA, 0.0), **kw)]
 
     rows = [{"row": i, "original_question": s.question, "answers": list(s.answers), "prompt_tokens": 0,
              "completion_tokens": 0} for i, s in enumerate(seeds)]
@@ -231,9 +226,12 @@ def run_llm_judge(items: list[dict[str, Any]], base_url: str, model: str, *, api
                          "completion_tokens": 0})
     if rows:
         llm = _llm_factory(base_url, model, api_key_env, max_new_tokens, max_retries, timeout_s, structured_output)
-        out = run_pipeline("seekhelp-llm-judge", rows, lambda: [PrivacyJudgeTask(
-            name="privacy_judge", llm=llm(JUDGE_SCHEMA, temperature), input_batch_size=batch_size)], batch_size,
-            cache_dir)
+
+        def steps() -> list[Any]:
+            return [PrivacyJudgeTask(name="privacy_judge", llm=llm(PrivacyJudgeTask.SCHEMA, temperature),
+                                     input_batch_size=batch_size)]
+
+        out = run_pipeline("seekhelp-llm-judge", rows, steps, batch_size, cache_dir)
         for r in rows:
             rec = out.get(r["row"])
             i = r["row"]

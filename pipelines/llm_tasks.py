@@ -14,6 +14,7 @@ No ``from __future__ import annotations`` here: distilabel reads the annotations
 
 import asyncio
 import json
+import re
 import warnings
 from typing import Any, ClassVar
 
@@ -146,7 +147,7 @@ class EndpointLLM(OpenAILLM):
                 return await self.agenerate(input=input, num_generations=num_generations,
                                             **{**kwargs, "extra_body": extra or None})
             except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
-                if "response_format" not in extra:
+                if "response_format" not in extra or not any(w in str(e).lower() for w in ("response_format", "json")):
                     return self._failed(e, num_generations)
                 self._logger.warning(f"endpoint refused response_format, using prompt-only JSON: {str(e)[:200]}")
                 self._plain_json = True
@@ -184,16 +185,19 @@ class JsonTask(Task):
 
     def _messages(self, **slots: str) -> list[dict[str, str]]:
         system, user = load_prompt(self.PROMPT).split("[[user]]", 1)
-        for key, value in slots.items():
-            user = user.replace("{" + key + "}", value)
+        user = re.sub(r"\{(\w+)\}", lambda m: slots.get(m.group(1), m.group(0)), user)  # one pass: no re-expansion
         return [{"role": "system", "content": system.strip()}, {"role": "user", "content": user.strip()}]
 
-    def should_call(self, row: dict[str, Any]) -> bool:
-        return not row.get("inject_error")
+    def without_call(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The outputs of a row that needs no call (None: call the LLM).
 
-    def skipped(self, row: dict[str, Any]) -> dict[str, Any]:
-        """Outputs of a row that gets no call (its earlier error, if any, is kept as is)."""
-        return {k: row.get(k) for k in self.outputs}
+        A row an earlier step failed keeps that first error; a row missing an input (an earlier step that crashed
+        as a whole leaves its outputs None) fails here with a reason.
+        """
+        if row.get("inject_error"):
+            return {**{k: None for k in self.outputs}, "inject_error": row["inject_error"]}
+        missing = [c for c in self.inputs if c != "inject_error" and not row.get(c)]
+        return self.failed(f"missing input {missing} from an earlier step") if missing else None
 
     def failed(self, error: str) -> dict[str, Any]:
         return {**{k: None for k in self.outputs}, "inject_error": f"{self.STEP}: {error}"}
@@ -207,7 +211,8 @@ class JsonTask(Task):
 
     def process(self, inputs: StepInput) -> StepOutput:
         rows = list(inputs)
-        todo = [i for i, row in enumerate(rows) if self.should_call(row)]
+        ready = [self.without_call(row) for row in rows]
+        todo = [i for i, done in enumerate(ready) if done is None]
         generations = self.llm.generate_outputs(inputs=[self.format_input(rows[i]) for i in todo],
                                                 num_generations=1, **self.llm.get_generation_kwargs()) if todo else []
         replies = dict(zip(todo, generations, strict=True))
@@ -215,7 +220,7 @@ class JsonTask(Task):
         for i, row in enumerate(rows):
             new = {**row, "model_name": self.llm.model_name}
             if i not in replies:
-                new.update(self.skipped(row))
+                new.update(ready[i] or {})
             else:
                 text = replies[i]["generations"][0]
                 stats = replies[i].get("statistics") or {}
@@ -242,9 +247,6 @@ class InventPersonalFacts(JsonTask):
     @property
     def outputs(self) -> list[str]:
         return ["privacy_items", "inject_error"]
-
-    def should_call(self, row: dict[str, Any]) -> bool:
-        return True
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         return self._messages(question=input["original_question"], answer=render_answer(input["answers"]))
@@ -314,13 +316,10 @@ class ConsistencyCheck(JsonTask):
     def outputs(self) -> list[str]:
         return ["check_ok", "check_reason"]
 
-    def should_call(self, row: dict[str, Any]) -> bool:
-        return not row.get("inject_error") and answer_in(row.get("question") or "", row["answers"]) is None
-
-    def skipped(self, row: dict[str, Any]) -> dict[str, Any]:
+    def without_call(self, row: dict[str, Any]) -> dict[str, Any] | None:
         if row.get("inject_error"):
             return {"check_ok": None, "check_reason": SKIPPED}
-        return self._pre_check(row) or {"check_ok": None, "check_reason": SKIPPED}
+        return super().without_call(row) or self._pre_check(row)
 
     def failed(self, error: str) -> dict[str, Any]:
         return {"check_ok": None, "check_reason": f"{self.STEP}: {error}"}
@@ -359,9 +358,6 @@ class PrivacyJudgeTask(JsonTask):
     @property
     def outputs(self) -> list[str]:
         return ["leak", "leaked_items", "judge_reason", "judge_error"]
-
-    def should_call(self, row: dict[str, Any]) -> bool:
-        return True
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         return build_judge_messages(input["messages_sent"], input["privacy_items"])

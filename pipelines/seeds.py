@@ -44,6 +44,7 @@ TWO_HOP_KINDS = ("capital_currency", "capital_continent", "city_capital", "city_
 MIN_COUNTRY_POPULATION = 100_000
 MIN_CITY_POPULATION = 500_000
 CITIES_PER_COUNTRY = 2
+MAX_QUESTION_CHARS = 4096  # a seed question longer than this is refused (real QA questions are far shorter)
 
 
 class SeedError(ValueError):
@@ -217,6 +218,8 @@ def seed_from_row(row: Any, fields_map: dict[str, str], source: str, split: str,
     question = row.get(qf)
     if not isinstance(question, str) or not question.strip():
         raise SeedError(_one_line(f"{where}: field '{qf}' is missing or empty"))
+    if len(question) > MAX_QUESTION_CHARS:
+        raise SeedError(f"{where}: field '{qf}' is {len(question)} characters long (at most {MAX_QUESTION_CHARS})")
     answers = row.get(af)
     if answers is None:
         raise SeedError(_one_line(f"{where}: field '{af}' is missing"))
@@ -262,7 +265,12 @@ def _read_rows(path: Path) -> list[Any]:
             raise SeedError(_one_line(f"{path}: not a readable parquet file ({e})")) from e
     if suffix in (".jsonl", ".json"):
         rows = []
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            line = path.read_bytes()[: e.start].count(b"\n") + 1
+            raise SeedError(f"{path}: line {line}: not UTF-8 text ({e.reason} at byte {e.start})") from e
+        for i, line in enumerate(text.splitlines()):
             if line.strip():
                 try:
                     rows.append(json.loads(line))

@@ -131,8 +131,6 @@ def ask(
     as_json: Annotated[bool, typer.Option("--json", help="Print the trajectory as JSON")] = False,
 ) -> None:
     """Answer one question with a strategy and print the dialogue (or the trajectory JSON)."""
-    from seekhelp.backends.local import TransformersBackend
-    from seekhelp.runtime import RuntimeConfig
     from seekhelp.strategies import STRATEGIES, StrategyContext, run_strategy
 
     setup_logging()
@@ -144,6 +142,13 @@ def ask(
         fail("--question is empty")
     q = Question(question=question, answers=[], privacy_items=list(private or []), source="cli")
     with user_errors():
+        if base_url := llm_base_url or os.environ.get("SEEKHELP_LLM_BASE_URL"):
+            from seekhelp.backends.openai_compat import check_reachable
+
+            check_reachable(base_url)  # before loading any model: an unreachable endpoint fails in a second
+        from seekhelp.backends.local import TransformersBackend
+        from seekhelp.runtime import RuntimeConfig
+
         slm_backend = TransformersBackend(slm)
         grounder = None
         if ground:
@@ -202,6 +207,19 @@ def push_model_cmd(
     with user_errors():
         stage = push_model(folder, repo, private=not public, revision=revision, dry_run=dry_run)
     console.print(f"{'staged' if dry_run else 'pushed'} {folder} → {repo}@{revision or 'main'} ({stage})")
+
+
+@app.command("eval")
+def eval_cmd(
+    config: Annotated[str, typer.Option("--config", help="Eval recipe (YAML), e.g. evals/demo.yaml")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a recipe field KEY=VALUE")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar, warnings only")] = False,
+) -> None:
+    """Run an eval recipe: strategies × datasets → metrics in the store → report.md with plots."""
+    from seekhelp.eval import main as eval_main
+
+    argv = ["--config", config, *[a for s in set_ or [] for a in ("--set", s)], *(["--quiet"] if quiet else [])]
+    raise typer.Exit(eval_main(argv))
 
 
 def _register_optional() -> None:

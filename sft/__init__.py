@@ -1,0 +1,5 @@
+"""Supervised fine-tuning of the SLM (run from the checkout: `python -m sft.train --config RECIPE`)."""
+
+
+class SFTInputError(ValueError):
+    """Bad input the user can fix; the message is one line naming the file or field."""

@@ -3,10 +3,9 @@
     python -m sft.train --config sft/recipes/smollm2-135m/demo.yaml [--learning_rate 1e-4 ...]
     accelerate launch --config_file sft/accelerate/zero3.yaml --num_processes 8 -m sft.train --config RECIPE
 
-A recipe is one flat YAML mapping of SFTScriptArguments (below), TRL's SFTConfig and ModelConfig fields; flags
-override it. Dialogues come from `dataset_path` (a save_to_disk folder with `messages`), exported there first from
-the store when `store` and `query` are set. Only the SLM's turns carry loss: the chat template marks assistant
-content with {% generation %}, and the LLM's replies are user messages.
+A recipe is one flat YAML mapping of SFTScriptArguments, SFTConfig and ModelConfig fields; flags override it.
+Dialogues come from `dataset_path` (save_to_disk, `messages` column), exported there first when `store` and `query`
+are set. Only the SLM's turns carry loss: the template marks them with {% generation %}; LLM replies are user turns.
 """
 
 import json
@@ -18,21 +17,18 @@ from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
+from sft import SFTInputError
+from sft.chat_templates import prepare_tokenizer
 from sft.model_card import recipe_dict, write_model_card, write_recipe
 
 log = logging.getLogger("sft.train")
-CHATML_TEMPLATE = Path(__file__).parent / "chat_templates" / "chatml_generation.jinja"
-
-
-class SFTInputError(ValueError):
-    """Bad input the user can fix; the message is one line naming the file or field."""
 
 
 @dataclass
 class SFTScriptArguments:
     dataset_path: str | None = field(default=None, metadata={"help": "save_to_disk folder with a `messages` column"})
     store: str | None = field(default=None, metadata={"help": "DuckDB store; with `query`, export into dataset_path"})
-    query: str | None = field(default=None, metadata={"help": "SQL file (or name in data/queries/) for the export"})
+    query: str = field(default="sft_candidates", metadata={"help": "SQL file, or a name in data/queries/ (export)"})
     query_params: list[str] = field(default_factory=list, metadata={"help": "NAME=VALUE query parameters"})
     system_prompt: str = field(default="slm_dynamic", metadata={"help": "SLM prompt name or file (export only)"})
     init_from: str | None = field(default=None, metadata={"help": "checkpoint to start from (RL rounds)"})
@@ -44,28 +40,29 @@ def _blank(value: str | None) -> str | None:
     return None if value in (None, "", "None", "null") else value
 
 
-def _query_text(query: str) -> str:
-    for p in (Path(query), Path("data/queries") / f"{query}.sql"):
-        if p.is_file():
-            return p.read_text(encoding="utf-8")
-    raise SFTInputError(f"query: {query}: no such SQL file")
-
-
 def export_from_store(args: SFTScriptArguments, out_dir: str) -> None:
     """Run the selection query on the store and save the dialogues into out_dir (with provenance.json)."""
+    import duckdb
+
     from seekhelp.prompts import load_prompt
     from seekhelp.store.export import export_sft
     from seekhelp.store.schema import StoreError
 
-    if not Path(args.store).exists():
-        raise SFTInputError(f"store: {args.store}: no such store (run `make data`, or set dataset_path only)")
     prompt = Path(args.system_prompt)
-    system = prompt.read_text(encoding="utf-8").strip() if prompt.is_file() else load_prompt(args.system_prompt)
+    try:
+        system = prompt.read_text(encoding="utf-8").strip() if prompt.is_file() else load_prompt(args.system_prompt)
+    except FileNotFoundError as e:
+        raise SFTInputError(f"system_prompt: {args.system_prompt}: neither a prompt name nor a file") from e
+    sql = next((p for p in (Path(args.query), Path(f"data/queries/{args.query}.sql")) if p.is_file()), None)
+    if sql is None:
+        raise SFTInputError(f"query: {args.query}: no such SQL file")
     params = dict(p.split("=", 1) for p in args.query_params if "=" in p)
     try:
-        ds = export_sft(args.store, _query_text(args.query), out_dir, system, params=params)
-    except StoreError as e:
-        raise SFTInputError(f"{args.store}: {e}") from e
+        ds = export_sft(args.store, sql.read_text(encoding="utf-8"), out_dir, system, params=params)
+    except (StoreError, duckdb.Error) as e:
+        raise SFTInputError(f"store: {str(e).splitlines()[0]}") from e
+    if ds.num_rows == 0:
+        raise SFTInputError(f"query: {sql}: selected no dialogues from {args.store} (are they judged yet?)")
     log.info("exported %d dialogues from %s into %s", ds.num_rows, args.store, out_dir)
 
 
@@ -92,27 +89,6 @@ def load_dialogues(path: str):
     return ds.select_columns(["messages"])
 
 
-def prepare_tokenizer(model_path: str, template_path: str | None):
-    """The tokenizer with a chat template that has {% generation %} markers (ours, unless one is given/present)."""
-    from transformers import AutoTokenizer
-    from trl.chat_template_utils import has_generation_markers
-
-    tok = AutoTokenizer.from_pretrained(model_path)
-    if template_path:
-        if not Path(template_path).is_file():
-            raise SFTInputError(f"chat_template_path: {template_path}: no such template file")
-        tok.chat_template = Path(template_path).read_text(encoding="utf-8")
-    elif not tok.chat_template or not has_generation_markers(tok.chat_template):
-        if "<|im_start|>" not in tok.get_vocab():
-            raise SFTInputError(f"{model_path}: template has no generation markers and the tokenizer is not ChatML; "
-                                "set chat_template_path")
-        log.info("using %s (the model's template has no generation markers)", CHATML_TEMPLATE.name)
-        tok.chat_template = CHATML_TEMPLATE.read_text(encoding="utf-8")
-    if not has_generation_markers(tok.chat_template):
-        raise SFTInputError(f"chat_template_path: {template_path}: no {{% generation %}} markers")
-    return tok
-
-
 def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
     """Resolve the model, export/load the dialogues and build the SFTTrainer (nothing trained yet)."""
     from accelerate import PartialState
@@ -120,7 +96,7 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     from seekhelp.models import ModelError, resolve
 
     a = script_args
-    a.dataset_path, a.store, a.query, a.init_from = map(_blank, (a.dataset_path, a.store, a.query, a.init_from))
+    a.dataset_path, a.store, a.init_from = map(_blank, (a.dataset_path, a.store, a.init_from))
     if not model_args.model_name_or_path:
         raise SFTInputError("model_name_or_path: required (a registry name, a model folder or a Hub id)")
     try:
@@ -129,8 +105,6 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
         raise SFTInputError(f"{'init_from' if a.init_from else 'model_name_or_path'}: {e}") from e
     if not a.dataset_path and not a.store:
         raise SFTInputError("dataset_path: required (or store + query to export the dialogues first)")
-    if a.store and not a.query:
-        raise SFTInputError("query: required with store (an SQL file such as data/queries/sft_candidates.sql)")
     a.dataset_path = a.dataset_path or f"data/exports/sft/{Path(training_args.output_dir).name}"
     state = PartialState()
     with state.main_process_first():
@@ -185,6 +159,11 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     return out
 
 
+class _Parser(TrlParser):
+    def error(self, message: str):  # argparse would print the whole usage; one line is enough
+        raise SFTInputError(f"command line: {message}")
+
+
 def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig, ModelConfig]:
     """Recipe + flags into the three dataclasses; a bad recipe raises SFTInputError (one line)."""
     import dataclasses
@@ -193,11 +172,8 @@ def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig,
 
     argv = list(sys.argv[1:] if argv is None else argv)
     types = (SFTScriptArguments, SFTConfig, ModelConfig)
-    where = "command line"
-    if "--config" in argv:
-        if argv.index("--config") == len(argv) - 1:
-            raise SFTInputError("--config: needs a recipe file")
-        where = argv[argv.index("--config") + 1]
+    where = argv[argv.index("--config") + 1] if "--config" in argv[:-1] else "command line"
+    if where != "command line":
         try:
             config = yaml.safe_load(Path(where).read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError) as e:
@@ -208,9 +184,11 @@ def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig,
         if unknown:
             raise SFTInputError(f"{where}: unknown recipe key(s): {', '.join(map(str, unknown))}")
     try:
-        return TrlParser(types).parse_args_and_config(argv)
-    except ValueError as e:
-        raise SFTInputError(f"{where}: {str(e).splitlines()[0]}") from e
+        return _Parser(types).parse_args_and_config(argv)
+    except ValueError as e:  # also unknown flags: "Some specified arguments are not used by the HfArgumentParser"
+        if isinstance(e, SFTInputError):
+            raise
+        raise SFTInputError(f"{'command line' if 'not used by' in str(e) else where}: {str(e).splitlines()[0]}") from e
 
 
 def main(argv: list[str] | None = None) -> int:

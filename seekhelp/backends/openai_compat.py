@@ -35,6 +35,18 @@ class EndpointConfig:
     backoff_max_s: float = 20.0
 
 
+class EndpointError(ValueError):
+    """Nothing answers at an endpoint's base URL (one line, meant for users)."""
+
+
+def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, when nothing answers at `base_url` (any HTTP reply, even 401/404, counts as up)."""
+    try:
+        httpx.get(base_url.rstrip("/") + "/models", timeout=timeout_s)
+    except (httpx.HTTPError, httpx.InvalidURL) as e:
+        raise EndpointError(f"{base_url}: endpoint not reachable ({type(e).__name__}: {e})") from e
+
+
 def restore_stop(text: str, stop: list[str] | None) -> str:
     """OpenAI-style servers drop the stop string; put a closing tag back when it is the one that stopped us."""
     if not stop:

@@ -69,11 +69,14 @@ class ScriptedServer:
                 pass
 
             def _send(self, code: int, body: bytes) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): not our error
+                    self.close_connection = True
 
             def do_GET(self):
                 if self.path.rstrip("/") in ("/health", "/v1/models"):

@@ -76,6 +76,7 @@ class EvalRecipe:
     store: str = "data/store.duckdb"
     reports_dir: str = "data/reports"
     datasets: list[DatasetSpec] = field(default_factory=list)
+    limit: int | None = None  # caps every dataset (handy from the command line: --set limit=5)
     endpoints: list[EndpointSpec] = field(default_factory=list)
     runs: list[RunSpec] = field(default_factory=list)
     transfer: list[RunSpec] = field(default_factory=list)

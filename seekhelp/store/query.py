@@ -25,6 +25,7 @@ _REPO_ROOT = Path(__file__).resolve().parents[2]
 _PARAM_LINE = re.compile(r"^\s*--\s*@param\s+([A-Za-z_]\w*)\s*=\s*(.*?)\s*$", re.MULTILINE)
 
 _READ_TYPES = {"SELECT", "EXPLAIN"}
+_EXPLAIN_HEAD = re.compile(r"^\s*explain\s+(?:\([^)]*\)\s*)?(?:analy[sz]e\s+)?", re.IGNORECASE)
 # PRAGMAs that only report (anything else, e.g. `PRAGMA threads=4`, is refused).
 _READ_PRAGMAS = {"show_tables", "show_tables_expanded", "table_info", "show", "database_size", "storage_info",
                  "version", "database_list", "functions", "collations", "platform", "user_agent", "metadata_info"}
@@ -91,6 +92,8 @@ def check_read_only(sql: str) -> duckdb.Statement:
         raise StoreError(f"expected exactly one SQL statement, got {len(statements)}")
     stmt = statements[0]
     kind = stmt.type.name
+    if kind == "EXPLAIN":  # EXPLAIN ANALYZE runs its statement (e.g. a COPY ... TO that writes a file)
+        check_read_only(_EXPLAIN_HEAD.sub("", _strip_comments(stmt.query), count=1))
     if kind in _READ_TYPES:
         return stmt
     if kind == "PRAGMA":

@@ -8,6 +8,7 @@ one process per step), so the tests share runs through module fixtures.
 import json
 import logging
 import re
+import warnings
 
 import pytest
 
@@ -15,8 +16,13 @@ from pipelines.llm_injection import run_llm_injection, run_llm_judge
 from pipelines.llm_tasks import (
     ANSWER_CHANGED,
     ANSWER_IN_QUESTION,
+    CHECK_SCHEMA,
     NO_GENERATION,
+    SKIPPED,
+    ConsistencyCheck,
+    RestateWithFacts,
     compose_question,
+    make_llm,
     read_json_reply,
 )
 from pipelines.seeds import Seed
@@ -221,3 +227,60 @@ def test_compose_question():
     restated = "The Eiffel Tower stands in the country where the user's aunt lives."
     assert compose_question(restated, "Where does the aunt live?") == f"{restated} Where does the aunt live?"
     assert compose_question(restated, restated + " Where?") == restated + " Where?"
+
+
+def test_step_outputs_without_a_call_and_check_verdicts(tmp_path):
+    with warnings.catch_warnings():  # distilabel 1.5.3 imports its own deprecated alias module
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from distilabel.pipeline import Pipeline
+
+    def llm():
+        return make_llm("http://127.0.0.1:9/v1", "m", "k", CHECK_SCHEMA, temperature=0.0, max_new_tokens=8)
+
+    with Pipeline(name="unit", cache_dir=tmp_path):
+        restate, check = RestateWithFacts(name="r", llm=llm()), ConsistencyCheck(name="c", llm=llm())
+    row = {"original_question": "Capital of Peru?", "answers": ["Lima"], "privacy_items": ["The user's aunt..."],
+           "restated": "r", "question": "Where does the user's aunt live?", "inject_error": None}
+    assert restate.without_call(row) is None and check.without_call(row) is None
+    assert restate.without_call({**row, "inject_error": "facts: bad"}) == {"restated": None,
+                                                                          "inject_error": "facts: bad"}
+    assert restate.without_call({**row, "privacy_items": None})["inject_error"].startswith("restate: missing input")
+    assert check.without_call({**row, "inject_error": "ask: bad"}) == {"check_ok": None, "check_reason": SKIPPED}
+    leaked = check.without_call({**row, "question": "Is it LIMA, where my aunt lives?"})
+    assert leaked == {"check_ok": False, "check_reason": f"{ANSWER_IN_QUESTION} ('Lima')"}
+
+    def verdict(same, inside):
+        return json.dumps({"reason": "r", "same_answer": same, "answer_in_question": inside})
+
+    assert check.format_output(verdict(True, False), row) == {"check_ok": True, "check_reason": "r"}
+    assert check.format_output(verdict(False, False), row)["check_reason"].startswith(ANSWER_CHANGED)
+    assert check.format_output(verdict(True, True), row)["check_reason"].startswith(ANSWER_IN_QUESTION)
+    assert check.format_output(None, row) == {"check_ok": None, "check_reason": f"check: {NO_GENERATION}"}
+    assert check.format_output("yes", row)["check_reason"].startswith("check: no JSON object")
+
+
+def test_endpoint_llm_drops_a_refused_response_format_and_keeps_failures_per_row():
+    import asyncio
+
+    import httpx
+    import openai
+
+    llm = make_llm("http://127.0.0.1:9/v1", "m", "k", CHECK_SCHEMA, temperature=0.0, max_new_tokens=8)
+    llm.load()
+    seen = []
+
+    async def fake_agenerate(input, num_generations=1, **kwargs):
+        seen.append(kwargs.get("extra_body"))
+        if input == "boom":
+            raise RuntimeError("connection reset")
+        if kwargs.get("extra_body"):
+            request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+            raise openai.BadRequestError("response_format is not supported", body=None,
+                                         response=httpx.Response(400, request=request))
+        return {"generations": ["ok"] * num_generations, "statistics": {}}
+
+    object.__setattr__(llm, "agenerate", fake_agenerate)
+    outs = asyncio.run(llm._agenerate(["a", "boom"], 1, **llm.get_generation_kwargs()))
+    assert [o["generations"] for o in outs] == [["ok"], [None]]
+    assert asyncio.run(llm._agenerate(["b"], 1, **llm.get_generation_kwargs()))[0]["generations"] == ["ok"]
+    assert seen[-1] is None  # once refused, the schema is no longer sent

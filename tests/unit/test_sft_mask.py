@@ -121,7 +121,7 @@ def test_trainer_mask_matches_the_template_mask(prepared):
 
 
 def test_own_template_used_when_the_model_has_none(smollm2_dir, tmp_path):
-    from sft.train import CHATML_TEMPLATE, prepare_tokenizer
+    from sft.chat_templates import CHATML_TEMPLATE, prepare_tokenizer
 
     tok = prepare_tokenizer(smollm2_dir, None)
     assert tok.chat_template == CHATML_TEMPLATE.read_text(encoding="utf-8")
