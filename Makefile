@@ -16,7 +16,7 @@ NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
 
-.PHONY: install test test-fast test-integration lint demo data sft rl eval push serve-llm clean
+.PHONY: install test test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm clean
 
 install: $(VENV)/.installed
 
@@ -29,7 +29,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 test: install
-	$(PY) -m pytest -q --timeout=900
+	$(PY) -m pytest -q -m "not slow" --timeout=900
+
+test-reliability: install
+	$(PY) -m pytest -q tests/reliability --timeout=1800
 
 test-fast: install
 	$(PY) -m pytest -q -m "not integration and not slow" --timeout=300

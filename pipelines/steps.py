@@ -125,10 +125,12 @@ class WriteShards(Step):
                 qid = json.loads(row["question_json"])["id"]
                 failures.append({"item_id": qid, "stage": "teacher", "reason": row["teacher_error"] or "empty"})
             row["n_trajectories"] = len(batch)
-        if trajs:
-            write_shard(self.shard_dir, "trajectories", trajs, self.run_id)
+        # judgments before trajectories: a rerun skips questions whose trajectories are stored, so a kill between
+        # the two files must never leave trajectories without their judgments (the reverse is redone and upserted)
         if judgments:
             write_shard(self.shard_dir, "judgments", judgments, self.run_id)
         if failures:
             write_shard(self.shard_dir, "failures", failures, self.run_id)
+        if trajs:
+            write_shard(self.shard_dir, "trajectories", trajs, self.run_id)
         yield inputs

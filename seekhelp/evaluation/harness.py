@@ -88,6 +88,7 @@ class Endpoints:
 
     recipe: EvalRecipe
     stack: contextlib.ExitStack
+    slms: "SLMs"
     _backends: dict[str, Any] = field(default_factory=dict)
     _served: dict[str, Any] = field(default_factory=dict)  # embedded model name → RunningServer
     described: dict[str, dict] = field(default_factory=dict)
@@ -107,6 +108,17 @@ class Endpoints:
 
         e = self.recipe.endpoint(name)
         base_url, model, label, how = e.base_url, e.model, e.label or e.model, "external OpenAI-compatible endpoint"
+        if e.kind == "local":
+            from seekhelp.backends.local import TransformersBackend
+
+            slm = self.slms.get(e.model, pin=True)
+            b = TransformersBackend(model=slm.model, tokenizer=slm.tokenizer, max_batch_size=slm.max_batch_size,
+                                    name=e.label or e.model)
+            b._lock = slm._lock  # one model, one generate at a time
+            self._backends[name] = b
+            self.described[name] = {"name": name, "kind": e.kind, "base_url": "(in-process)", "label": b.name,
+                                    "ground": e.ground, "how": "in-process transformers, batched (no HTTP server)"}
+            return b
         if e.kind == "kb-retriever":
             from seekhelp.backends.scripted_server import ScriptedServer
 
@@ -131,8 +143,9 @@ class Endpoints:
 
     async def aclose(self) -> None:
         for b in self._backends.values():
-            with contextlib.suppress(Exception):
-                await b.aclose()
+            if hasattr(b, "aclose"):
+                with contextlib.suppress(Exception):
+                    await b.aclose()
 
     def grounder(self, e: EndpointSpec):
         if not e.ground or e.kind == "kb-retriever":
@@ -149,9 +162,11 @@ class SLMs:
         self.left = {}
         for _, _, slm in plan:
             self.left[slm] = self.left.get(slm, 0) + 1
-        self.batch_size, self._loaded = batch_size, {}
+        self.batch_size, self._loaded, self._pinned = batch_size, {}, set()
 
-    def get(self, slm: str):
+    def get(self, slm: str, pin: bool = False):
+        if pin:
+            self._pinned.add(slm)
         if slm not in self._loaded:
             from seekhelp.backends.local import TransformersBackend
 
@@ -162,7 +177,7 @@ class SLMs:
 
     def done(self, slm: str) -> None:
         self.left[slm] -= 1
-        if self.left[slm] == 0:
+        if self.left[slm] == 0 and slm not in self._pinned:
             self._loaded.pop(slm, None)
 
 
@@ -304,8 +319,8 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         questions = {q.id: q for qs in datasets.values() for q in qs}
         run_id = store.start_run("eval", to_dict(recipe), models={"runs": {r.name: s for _, r, s in plan}},
                                  run_id=eval_id)
-        endpoints = Endpoints(recipe, stack)
         slms = SLMs(plan, recipe.slm_batch_size)
+        endpoints = Endpoints(recipe, stack, slms)
         results, judge = asyncio.run(_run_all(recipe, store, endpoints, slms, plan, questions, run_id,
                                               _progress(recipe.progress)))
         embedder = load_embedder(recipe.bertscore.model, recipe.bertscore.batch_size, recipe.bertscore.max_length)

@@ -6,6 +6,7 @@
     endpoints:                     # LLMs the runs may use, by name
       - {name: main, base_url: null, model: smollm2-135m, ground: true}   # null: embedded `transformers serve`
       - {name: kb, kind: kb-retriever}                                     # a local HTTP server over the KB
+      - {name: fast, kind: local, model: smollm2-135m}                     # in-process, batched, no HTTP
     runs: [{name: "dynamic (base)", strategy: dynamic, slm: smollm2-135m, llm: main}]
     transfer: [{name: "dynamic → kb", strategy: dynamic, slm: [data/models/rl/x/latest, smollm2-135m], llm: kb}]
     prices: {smollm2-135m: {prompt: 0.0, completion: 0.0}}   # USD per 1M tokens, by LLM (or SLM) name
@@ -18,14 +19,16 @@ from seekhelp.config import RecipeError, load_recipe, to_dict
 from seekhelp.records import content_hash
 from seekhelp.runtime import RuntimeConfig
 
-ENDPOINT_KINDS = ("openai", "kb-retriever")
+ENDPOINT_KINDS = ("openai", "local", "kb-retriever")
 GUARDS = ("block", "redact", "off")
 
 
 @dataclass
 class EndpointSpec:
     name: str
-    kind: str = "openai"  # openai: an OpenAI-compatible URL | kb-retriever: knowledge-base retrieval over HTTP
+    # openai: an OpenAI-compatible URL (or the embedded `transformers serve`) | local: the LLM role generated
+    # in-process, batched (no HTTP; shares weights with an SLM of the same model) | kb-retriever: KB lookup over HTTP
+    kind: str = "openai"
     base_url: str | None = None  # openai only; null: start the embedded `transformers serve` on `model` (once)
     model: str = "smollm2-135m"  # the model name sent in requests (a registry name when base_url is null)
     label: str | None = None  # the name recorded in trajectories and used for prices (default: model / kind)

@@ -130,3 +130,26 @@ def test_five_random_kills_each_resume_cleanly(reference, tmp_path):
     infos = [crash_and_resume(tmp_path / f"kill-{k}", f, reference) for k, f in enumerate(fractions)]
     assert len(infos) == 5 and all(i["killed"] for i in infos)
     print("reference:", json.dumps(reference["snap"]["counts"]), f"wall {reference['wall_s']:.1f}s")
+
+
+def test_shards_are_written_judgments_first(tmp_path, monkeypatch):
+    """The kill window the random kills can miss: a batch's trajectories shard written, its judgments shard not.
+    A rerun skips questions whose trajectories are stored, so the judgments must be on disk first."""
+    import seekhelp.store.ingest as ingest
+    from pipelines.offline_inject import inject
+    from pipelines.offline_teacher import teach
+    from pipelines.seeds import offline_seeds
+    from pipelines.steps import WriteShards
+    from seekhelp.judging import deterministic_judgments
+
+    q = inject(offline_seeds({"train": 4, "validation": 0, "test": 0})).questions[0]
+    trajs = teach([q], n=1, seed=0)
+    rows = [{"question_json": json.dumps(q.to_dict()), "trajectories_json": json.dumps([t.to_dict() for t in trajs]),
+             "judgments_json": json.dumps([j for t in trajs for j in deterministic_judgments(q, t)]),
+             "teacher_error": None}]
+    order: list[str] = []
+    real = ingest.write_shard
+    monkeypatch.setattr(ingest, "write_shard", lambda d, kind, recs, run_id=None: order.append(kind) or
+                        real(d, kind, recs, run_id))
+    list(WriteShards(shard_dir=str(tmp_path), run_id="r").process(rows))
+    assert order == ["judgments", "trajectories"]
