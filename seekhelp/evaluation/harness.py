@@ -238,8 +238,10 @@ async def llm_judge(store, recipe: EvalRecipe, endpoints: Endpoints, results, qu
                 todo.append(q.pop(0))
     if not todo:
         return {}
+    e = recipe.endpoint(spec.endpoint)  # `transformers serve` refuses response_format: schema for external URLs only
+    structured = spec.structured and e.kind == "openai" and bool(e.base_url)
     params = GenParams(max_new_tokens=spec.max_new_tokens, temperature=0.0,
-                       json_schema=JUDGE_SCHEMA if spec.structured else None)
+                       json_schema=JUDGE_SCHEMA if structured else None)
     verdicts = await judge_leaks(endpoints.backend(spec.endpoint),
                                  [(t.messages, questions[t.question_id].privacy_items) for t in todo], params)
     store.add_judgments([{"trajectory_id": t.id, "judge": "leak_judge",

@@ -63,7 +63,7 @@ class JudgeSpec:
     endpoint: str = "main"
     limit: int | None = 20  # at most this many judge calls per eval (None: every sample that sent a request)
     max_new_tokens: int = 256
-    structured: bool = True  # ask for JSON-schema output (turn off for servers that refuse response_format)
+    structured: bool = True  # JSON-schema output from external endpoints (never sent to the embedded/local ones)
 
 
 @dataclass

@@ -35,6 +35,16 @@ def test_llm_injection_live(embedded_endpoint, tmp_path):
           f"{[r['reason'][:80] for r in rejected]}")
     for q in accepted:
         print("accepted:", q.question, "| items:", q.privacy_items, "| answers:", q.answers)
+    from seekhelp.store import Store
+
+    with Store(tmp_path / "store.duckdb") as store:  # what the pipeline stores, rejected rows included
+        store.add_questions(accepted, "live-test")
+        store.add_failures([{"item_id": r["seed_id"], "stage": "injection", "reason": r["reason"]} for r in rejected],
+                           "live-test")
+        counts = store.counts()
+        assert counts["questions"] == len(accepted) and counts["failures"] == len(rejected)
+        reasons = store.sql("SELECT reason FROM failures")["reason"].to_list()
+        assert all(reasons)
 
 
 def test_llm_judge_live(embedded_endpoint):

@@ -158,3 +158,33 @@ def test_storing_a_run_twice_replaces_its_trajectories_and_verdicts(tmp_path):
         assert s.sql("SELECT count(*) AS n FROM turns")["n"][0] == 4
         em = s.sql("SELECT sum(value) AS v, count(*) AS n FROM judgments WHERE judge = 'em'").to_dicts()[0]
         assert em == {"v": 0.0, "n": 4}
+
+
+def test_llm_judge_verdicts_are_stored_and_limited(tmp_path):
+    import asyncio
+    import contextlib
+    import json
+
+    from seekhelp.backends.scripted_server import ScriptedServer
+    from seekhelp.evaluation.harness import Endpoints, llm_judge
+    from seekhelp.evaluation.recipe import EndpointSpec, EvalRecipe, JudgeSpec, RunSpec
+    from seekhelp.store import Store
+
+    def verdict(messages):  # a judge that calls every sample about Bob a leak
+        leak = "Bob" in messages[-1]["content"]
+        return "Thinking.\n" + json.dumps({"reason": "r", "leaked_items": [], "leak": leak})
+
+    with ScriptedServer(reply=verdict) as srv, Store(tmp_path / "s.duckdb") as s, contextlib.ExitStack() as stack:
+        s.add_questions(list(QS.values()))
+        r = EvalRecipe(endpoints=[EndpointSpec(name="main", base_url=srv.base_url, model="judge")],
+                       judge=JudgeSpec(llm_judge=True, limit=1, structured=False))
+        run = RunSpec(name="dyn", strategy="dynamic")
+        results = [("run", run, "tiny-slm", DYN, 1.0), ("run", run, "tiny-slm", DIRECT, 1.0)]
+        got = asyncio.run(llm_judge(s, r, Endpoints(r, stack, None), results, QS, "eval-x"))
+        assert got == {DYN[0].id: False}  # limit 1: the first sample that sent a request; raw-question ones skipped
+        r.judge.limit = None
+        got = asyncio.run(llm_judge(s, r, Endpoints(r, stack, None), results, QS, "eval-x"))
+        assert got == {DYN[0].id: False, DYN[1].id: True}  # Q3 sent nothing; Q4's message never left
+        rows = s.sql("SELECT label, count(*) AS n FROM judgments WHERE judge = 'leak_judge' GROUP BY 1 ORDER BY 1")
+        assert rows.to_dicts() == [{"label": "clean", "n": 1}, {"label": "leak", "n": 1}]
+    assert aggregate.run_metrics(DYN, QS, SOLO_EASY, judge=got)["leak_sources"]["judge"] == 2
