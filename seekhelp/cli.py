@@ -26,7 +26,7 @@ err = Console(stderr=True)
 
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("httpx", "openai", "urllib3", "transformers", "datasets"):
+    for noisy in ("httpx", "httpx2", "openai", "urllib3", "transformers", "datasets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
