@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from seekhelp.config import RecipeError, load_recipe, to_dict
+from seekhelp.config import RecipeError, load_recipe
 
 log = logging.getLogger("rl.loop")
 

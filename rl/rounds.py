@@ -72,8 +72,8 @@ class RoundRunner:
         return [Question.from_dict(row) for row in rows]
 
     def _backend(self, r: int):
-        from seekhelp.backends.local import TransformersBackend
         from rl.loop import checkpoint, policy_label
+        from seekhelp.backends.local import TransformersBackend
 
         if self._policy and self._policy[0] == r:
             return self._policy[1]
