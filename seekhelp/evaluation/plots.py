@@ -5,6 +5,7 @@ Labels of the scatter are placed greedily: each label tries a ring of offsets ar
 one that overlaps no earlier label, no point, and stays inside the axes.
 """
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import Bbox  # noqa: E402
 
-_OFFSETS = [(7, 4), (7, -4), (-7, 4), (-7, -4), (0, 10), (0, -10), (14, 18), (14, -18), (-14, 18), (-14, -18),
-            (24, 32), (24, -32), (-24, 32), (-24, -32), (36, 0), (-36, 0), (30, 50), (-30, 50), (30, -50), (-30, -50)]
+# candidate label offsets in points: rings of growing radius around the point, right side first
+_OFFSETS = [(round(r * math.cos(math.radians(a))), round(r * math.sin(math.radians(a))))
+            for r in (8, 16, 28, 42, 60) for a in (20, -20, 160, 200, 60, -60, 120, 240, 0, 180, 90, 270)]
 
 
 def llm_tokens_per_q(row: dict) -> float:
@@ -51,7 +53,7 @@ def _place_labels(ax, xs, ys, labels) -> None:
     for x, y, text in sorted(zip(xs, ys, labels, strict=True), key=lambda p: (-p[1], p[0])):
         best = None
         for dx, dy in _OFFSETS:
-            far = abs(dx) + abs(dy) > 24
+            far = abs(dx) + abs(dy) > 30
             ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=8,
                               ha="left" if dx > 0 else ("right" if dx < 0 else "center"),
                               va="bottom" if dy >= 0 else "top", linespacing=1.1, zorder=5,
@@ -107,7 +109,7 @@ def em_vs_tokens(rows: Sequence[dict], path: Path, title: str) -> Path:
                            zorder=3, label=s + suffix)
     span_x, span_y = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 10.0
     ax.set_xlim(min(xs) - 0.15 * span_x, max(xs) + 0.3 * span_x)
-    ax.set_ylim(max(-0.08 * (max(ys) or 10.0), min(ys) - 0.2 * span_y), max(ys) + 0.35 * span_y)
+    ax.set_ylim(min(ys) - 0.15 * span_y, max(ys) + 0.3 * span_y)
     ax.set_xlabel("LLM tokens per question (prompt + completion)")
     ax.set_ylabel("EM (%)")
     ax.set_title(title)
