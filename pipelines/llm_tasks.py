@@ -9,7 +9,7 @@ the judge). A failed API call becomes a None generation ("no generation") for th
 Rows whose earlier step failed are passed on without a call, and so are rows the check rejects deterministically
 (the answer, or an alias, is written in the question): the LLM is only asked where its answer can change the outcome.
 
-No ``from __future__ import annotations`` here: distilabel reads the annotations of ``process`` at run time.
+Annotations here are evaluated eagerly (no postponed evaluation): distilabel reads the annotations of ``process``.
 """
 
 import asyncio

@@ -2,7 +2,7 @@
 
 Rows carry records as JSON strings (`question_json`, `trajectories_json`, `judgments_json`) so distilabel's
 batching never has to infer nested Arrow schemas. Steps never write the DuckDB file: they write parquet shards and
-one process ingests them. (No `from __future__ import annotations` here: distilabel inspects the signatures.)
+one process ingests them. (Annotations stay eagerly evaluated: distilabel inspects the signatures.)
 """
 
 import json
