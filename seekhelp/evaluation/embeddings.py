@@ -49,10 +49,8 @@ class Embedder:
         if model_dir is None:
             self.name = "hashed bag-of-words (seekhelp.metrics.hashed_token_embed; lexical stand-in, not semantic)"
             return
-        import torch
         from transformers import AutoModel, AutoTokenizer
 
-        torch.set_grad_enabled(False)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModel.from_pretrained(model_dir).eval()
         self.name = f"{label} (all-MiniLM-L6-v2 token vectors, last layer, greedy BERTScore F1, no IDF/rescaling)"
@@ -67,13 +65,12 @@ class Embedder:
         enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
                              return_special_tokens_mask=True)
         special = enc.pop("special_tokens_mask").bool()
-        with torch.inference_mode():
-            hidden = self.model(**enc).last_hidden_state
-        hidden = torch.nn.functional.normalize(hidden, dim=-1)
-        keep = enc["attention_mask"].bool() & ~special
-        tokens = [hidden[i][keep[i]].numpy().astype(np.float32) for i in range(len(texts))]
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
+        with torch.inference_mode():  # scoped: never flip the process-wide grad switch (training may follow)
+            hidden = torch.nn.functional.normalize(self.model(**enc).last_hidden_state, dim=-1)
+            keep = enc["attention_mask"].bool() & ~special
+            tokens = [hidden[i][keep[i]].numpy().astype(np.float32) for i in range(len(texts))]
+            mask = enc["attention_mask"].unsqueeze(-1).float()
+            pooled = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0), dim=-1)
         return tokens, pooled.numpy()
 
     def token_embed(self, texts: list[str]) -> list[np.ndarray]:

