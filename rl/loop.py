@@ -25,7 +25,8 @@ log = logging.getLogger("rl.loop")
 
 @dataclass
 class LLMEndpoint:
-    base_url: str | None = None  # none: start `transformers serve` on `model` for the run
+    kind: str = "openai"  # openai: an OpenAI-compatible endpoint; local: `model` generated in-process, batched
+    base_url: str | None = None  # openai without base_url: start `transformers serve` on `model` for the run
     model: str = "smollm2-135m"
     ground: bool = True  # give the LLM retrieved knowledge-base facts (offline "grounded expert")
 
@@ -84,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         recipe = load_recipe(RLRecipe, args.config, args.set)
         if not (Path(recipe.init_model) / "config.json").exists():
             raise RecipeError(f"init_model: {recipe.init_model} is not a model folder (run `make sft` first)")
+        if recipe.llm.kind not in ("openai", "local"):
+            raise RecipeError(f"llm.kind: {recipe.llm.kind!r} is not one of openai, local")
         if not Path(recipe.store).exists():
             raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
         table = run(recipe)

@@ -40,7 +40,11 @@ class RoundRunner:
         r = self.recipe
         self.store = self._stack.enter_context(Store(r.store))
         self.store.con.execute(RL_ROUNDS_DDL)
-        if r.llm.base_url:
+        if r.llm.kind == "local":  # no HTTP: one batched generate per LLM step (the CPU demo)
+            from seekhelp.backends.local import TransformersBackend
+
+            self.llm = TransformersBackend(r.llm.model, max_batch_size=r.batch_size)
+        elif r.llm.base_url:
             self.llm = OpenAIBackend(EndpointConfig(base_url=r.llm.base_url, model=r.llm.model))
         else:
             from seekhelp.backends.server import serve
@@ -91,6 +95,17 @@ class RoundRunner:
                             llm_max_new_tokens=self.recipe.llm_max_new_tokens, slm_temperature=temperature,
                             guard="off", seed=seed)  # training sees its own leaks so the reward can punish them
         return Runtime(slm, self.llm, cfg, grounder=self.grounder)
+
+    def _episodes(self, rt, questions: list[Question], desc: str, **kw):
+        """rt.run with a progress bar (episodes finished)."""
+        from tqdm.auto import tqdm
+
+        with tqdm(total=len(questions), desc=desc, unit="ep", leave=False) as bar:
+            rt.progress = bar.update
+            try:
+                return rt.run(questions, "dynamic", **kw)
+            finally:
+                rt.progress = None
 
     # ------------------------------------------------------------------------------------------- pieces
     def easy_flags(self, questions: list[Question]) -> dict[str, bool]:
@@ -149,7 +164,8 @@ class RoundRunner:
             todo = [q for q in self.train_qs if ids[q.id] not in stored]
             log.info("round %d sample %d: %d rollouts (%d stored)", r, i, len(todo), len(ids) - len(todo))
             if todo:
-                self.score(todo, rt.run(todo, "dynamic", sample_index=i, round=r), run_id)
+                self.score(todo, self._episodes(rt, todo, f"round {r} rollouts {i + 1}/{rc.k}", sample_index=i,
+                                                round=r), run_id)
             n += len(ids)
         return n
 
@@ -158,7 +174,8 @@ class RoundRunner:
 
         slm = self._backend(r)
         rt = self._runtime(slm, 0.0, seed=0)
-        rows = self.score(self.val_qs, rt.run(self.val_qs, "dynamic", sample_index=0, round=r), run_id)
+        rows = self.score(self.val_qs, self._episodes(rt, self.val_qs, f"round {r} validation", sample_index=0,
+                                                      round=r), run_id)
 
         def mean(key):
             return round(st.fmean(float(x[key]) for x in rows), 4)

@@ -1,0 +1,85 @@
+"""rl.loop end to end on a tiny random model: rounds, stored rollouts, SQL selection, retrain, resume."""
+
+from pathlib import Path
+
+import pytest
+
+from rl.loop import LLMEndpoint, RLRecipe, run
+from seekhelp.records import Question
+from seekhelp.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+CITIES = [("Lyon", "France"), ("Porto", "Portugal"), ("Graz", "Austria"), ("Turku", "Finland"), ("Cork", "Ireland"),
+          ("Bern", "Switzerland"), ("Gent", "Belgium"), ("Split", "Croatia")]
+
+
+def _questions() -> list[Question]:
+    return [Question(question=f"My friend number {i} lives in {city}. Which country does my friend live in?",
+                     answers=[country], privacy_items=[f"The user's friend number {i} lives in {city}."],
+                     source="geo", split="train" if i < 6 else "validation")
+            for i, (city, country) in enumerate(CITIES)]
+
+
+def _recipe(tmp_path: Path, model: str, **kw) -> RLRecipe:
+    store = tmp_path / "store.duckdb"
+    if not store.exists():
+        with Store(store) as s:
+            s.add_questions(_questions())
+    base = dict(store=str(store), init_model=model, output_dir=str(tmp_path / "rl"),
+                sft_recipe=str(ROOT / "sft/recipes/smollm2-135m/demo.yaml"),
+                sft_overrides=["--max_steps", "1", "--per_device_train_batch_size", "2", "--disable_tqdm", "true"],
+                rounds=1, k=2, train_questions=6, validation_questions=2, easy_k=1, slm_max_new_tokens=12,
+                llm_max_new_tokens=8, n_max=2, min_reward=-100.0, batch_size=8,
+                llm=LLMEndpoint(kind="local", model=model, ground=False))
+    return RLRecipe(**(base | kw))
+
+
+def _count(store: str, sql: str) -> int:
+    with Store(store, read_only=True) as s:
+        return int(s.sql(sql).to_series()[0])
+
+
+def test_one_round_samples_selects_retrains_and_resumes(tiny_model_dir, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model_dir)
+    rows = run(recipe)
+    assert [r["round"] for r in rows] == [0, 1]
+    assert rows[0]["n_rollouts"] == 0 and rows[0]["n"] == 2
+    # 6 questions x k=2 rollouts; min_reward -100 keeps the best one of each question
+    assert rows[1]["n_rollouts"] == 12 and rows[1]["n_selected"] == 6
+    for r in rows:
+        assert 0.0 <= r["valid_rate"] <= 1.0 and 0.0 <= r["leak_rate"] <= 1.0
+    assert (tmp_path / "rl" / "round-1" / "config.json").exists()
+    assert (tmp_path / "rl" / "round-1-data").is_dir()
+    n_traj = _count(recipe.store, "SELECT count(*) FROM trajectories WHERE round = 1")
+    assert n_traj == 12 + 2  # rollouts + validation of the new policy
+    # every rollout carries its reward and each component
+    assert _count(recipe.store, "SELECT count(*) FROM scored WHERE round = 1 AND reward IS NOT NULL") == n_traj
+    assert _count(recipe.store, "SELECT count(*) FROM easy") == 8  # 6 train + 2 validation, estimated once
+
+    walls = [r["wall_s"] for r in rows]
+    again = run(recipe)  # resume: both rounds finished, nothing sampled or trained again
+    assert [r["wall_s"] for r in again] == walls
+    assert _count(recipe.store, "SELECT count(*) FROM trajectories WHERE round = 1") == n_traj
+
+
+def test_a_round_with_nothing_above_the_threshold_keeps_the_policy(tiny_model_dir, tmp_path):
+    recipe = _recipe(tmp_path, tiny_model_dir, min_reward=100.0, k=1)
+    rows = run(recipe)
+    assert rows[1]["n_selected"] == 0 and rows[1]["n_rollouts"] == 6
+    kept = tmp_path / "rl" / "round-1" / "model.safetensors"
+    assert kept.read_bytes() == (Path(tiny_model_dir) / "model.safetensors").read_bytes()
+
+
+@pytest.mark.parametrize("bad, msg", [("llm.kind=ollama", "llm.kind"), ("init_model=/nonexistent", "init_model")])
+def test_bad_recipe_is_one_line(tmp_path, tiny_model_dir, bad, msg, capsys):
+    from rl.loop import main
+
+    recipe = _recipe(tmp_path, tiny_model_dir)
+    import yaml
+
+    cfg = tmp_path / "rl.yaml"
+    d = {k: v for k, v in vars(recipe).items() if k != "llm"} | {"llm": vars(recipe.llm)}
+    cfg.write_text(yaml.safe_dump(d))
+    assert main(["--config", str(cfg), "--set", bad]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and msg in err[0]
