@@ -1,0 +1,53 @@
+"""The benchmark scripts at toy sizes: each prints one JSON line with its figures, all of them positive."""
+
+import json
+
+import pytest
+
+
+def _json_line(capsys) -> dict:
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def _positive(out: dict, keys: list[str]) -> None:
+    for k in keys:
+        assert isinstance(out[k], int | float) and out[k] > 0, (k, out[k])
+
+
+def test_store_ingest_tiny(capsys):
+    from benchmarks.store_ingest import main
+
+    main(["--turns", "2000", "--shard-trajectories", "250", "--repeat", "2"])
+    out = _json_line(capsys)
+    assert out["figure"] == "store_ingest"
+    assert 1900 <= out["turns"] <= 2100 and out["trajectories"] == 500 and out["judgments"] == 500 * 9
+    _positive(out, ["write_shards_s", "ingest_shards_s", "shards_total_s", "add_trajectories_s", "turns_per_s",
+                    "stats_s", "sft_candidates_s", "rs_select_s", "stats_rows", "sft_candidates_rows",
+                    "rs_select_rows", "store_mb", "direct_vs_shards"])
+    assert isinstance(out["ingest_target_met"], bool) and isinstance(out["queries_target_met"], bool)
+
+
+def test_llm_orchestration_tiny(capsys):
+    from benchmarks.llm_orchestration import main
+
+    main(["--episodes", "20", "--batch-size", "8"])
+    out = _json_line(capsys)
+    assert out["figure"] == "llm_orchestration" and out["episodes"] == 20 and out["llm_calls_per_episode"] == 2
+    # warm-ups of 4 episodes, then 20 episodes, each through the runtime and through the teacher step
+    assert out["llm_requests"] == 2 * 2 * (4 + 20) and out["slm_requests"] == 3 * (4 + 20)
+    _positive(out, ["runtime_episodes_per_s", "runtime_llm_calls_per_s", "runtime_wall_s",
+                    "teacher_step_episodes_per_s", "teacher_step_wall_s", "runtime_vs_teacher_step"])
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sft_throughput_tiny(capsys, tiny_model_dir):
+    from benchmarks.sft_throughput import main
+
+    main(["--model", tiny_model_dir, "--dataset", "synthetic", "--steps", "2", "--batch", "1"])
+    out = _json_line(capsys)
+    assert out["figure"] == "sft_throughput" and out["steps"] == 2 and out["assistant_only_loss"] is True
+    assert out["ours_tokens"] == out["trl_tokens"]  # same data, same sampler, same seed
+    _positive(out, ["ours_tokens", "ours_tokens_per_s", "trl_tokens_per_s", "ours_vs_trl", "ours_train_s",
+                    "trl_train_s", "ours_wall_s", "trl_wall_s", "wall_ratio"])
