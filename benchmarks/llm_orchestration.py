@@ -14,11 +14,6 @@ prompts, parsing, the outgoing guard, the OpenAI SDK, HTTP and the server's thre
    `process` is called in-process on batches of `--batch-size` questions, as the pipeline feeds it; distilabel's
    process start-up and queues are not counted.
 
-`ScriptedServer` listens with `socketserver`'s default backlog of 5: a burst of 16 new connections (each
-`asyncio.run` gets a fresh HTTP pool) overflows it and the kernel retries the dropped SYNs after ~1 s, which costs
-each run a second that has nothing to do with our code. `--backlog` (default 128) widens it on the listening
-socket; `--backlog 0` keeps the server as it is.
-
 Target: >= 50 episodes/s for the runtime. Prints one JSON line with both rates and their ratio.
 """
 
@@ -117,20 +112,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64, help="questions per teacher-step batch (recipe default)")
     ap.add_argument("--guard", default="block", choices=["block", "redact", "off"], help="runtime guard mode")
     ap.add_argument("--concurrency", type=int, default=16, help="OpenAIBackend max_concurrency (its default)")
-    ap.add_argument("--backlog", type=int, default=128, help="listen backlog of the scripted servers (0: as is)")
     ap.add_argument("--skip-teacher", action="store_true")
     args = ap.parse_args(argv)
     qs = questions(args.episodes)
     with ScriptedServer(reply=llm_script) as llm, ScriptedServer(reply=slm_script) as slm:
-        for server in (llm, slm) if args.backlog else ():
-            server._httpd.socket.listen(args.backlog)  # see the module docstring
         t_rt = bench_runtime(qs, llm.base_url, args.guard, args.concurrency)
         t_teach = None if args.skip_teacher else bench_teacher_step(qs, llm.base_url, slm.base_url, args.batch_size)
         llm_requests, slm_requests = len(llm.requests), len(slm.requests)
     n = args.episodes
     out = {"figure": "llm_orchestration", "machine": platform.processor() or platform.machine(), "episodes": n,
            "llm_calls_per_episode": ASKS, "guard": args.guard, "concurrency": args.concurrency,
-           "backlog": args.backlog or 5,
            "runtime_episodes_per_s": round(n / t_rt, 1), "runtime_llm_calls_per_s": round(ASKS * n / t_rt, 1),
            "runtime_wall_s": round(t_rt, 2), "runtime_target_met": n / t_rt >= 50,
            "llm_requests": llm_requests, "slm_requests": slm_requests}

@@ -81,8 +81,17 @@ class Runtime:
 
     def run(self, questions: list[Question], strategy: str = "dynamic", sample_index: int = 0,
             round: int = 0) -> list[Trajectory]:
-        """Synchronous entry point (one event loop for the whole batch)."""
-        return asyncio.run(self.arun(questions, strategy, sample_index, round))
+        """Synchronous entry point (one event loop for the whole batch; its HTTP pools are closed with it)."""
+
+        async def run_and_release() -> list[Trajectory]:
+            try:
+                return await self.arun(questions, strategy, sample_index, round)
+            finally:
+                for backend in (self.slm, self.llm):
+                    if hasattr(backend, "aclose"):
+                        await backend.aclose()
+
+        return asyncio.run(run_and_release())
 
     async def arun(self, questions: list[Question], strategy: str = "dynamic", sample_index: int = 0,
                    round: int = 0) -> list[Trajectory]:

@@ -134,5 +134,7 @@ class OpenAIBackend:
         return Completion(text="", error=last_error, retries=retries)
 
     async def aclose(self) -> None:
-        if self._client is not None:
+        """Close this event loop's HTTP pool (an injected client stays open); the next call binds a fresh one."""
+        if self._client is not None and self._client is not self._injected:
             await self._client.close()
+        self._client = self._sem = self._loop = None

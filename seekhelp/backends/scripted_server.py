@@ -32,6 +32,11 @@ class Faults:
     seed: int = 0
 
 
+class _Listener(ThreadingHTTPServer):
+    request_queue_size = 128  # a burst of concurrent episodes opens many connections at once (default backlog: 5)
+    daemon_threads = True
+
+
 class ScriptedServer:
     def __init__(self, reply: Callable[[list[dict]], str] = default_reply, faults: Faults | None = None,
                  port: int = 0):
@@ -40,7 +45,7 @@ class ScriptedServer:
         self.counts: dict[str, int] = {"ok": 0, "429": 0, "500": 0, "slow": 0, "bad": 0}
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
+        self._httpd = _Listener(("127.0.0.1", port), self._handler())
         self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
 
