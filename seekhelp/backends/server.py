@@ -58,6 +58,16 @@ def _serve_command(model_dir: str, port: int, host: str) -> list[str]:
             if os.environ.get("SEEKHELP_SERVE_DEVICE", "auto") == "cpu" else "auto", "--log-level", "warning"]
 
 
+def _die_with_parent() -> None:
+    """Runs in the server's child process (Linux): SIGTERM it when our process dies, even by SIGKILL, so that no
+    orphaned server keeps a port and two cores busy after an interrupted run."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
 @contextlib.contextmanager
 def serve(model: str = "smollm2-135m", port: int | None = None, host: str = "127.0.0.1",
           log_path: Path | None = None, timeout_s: float = 180.0) -> Iterator[RunningServer]:
@@ -69,7 +79,7 @@ def serve(model: str = "smollm2-135m", port: int | None = None, host: str = "127
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(_serve_command(model_dir, port, host), stdout=log_file, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+                            env=env, start_new_session=True, preexec_fn=_die_with_parent)
     root = f"http://{host}:{port}"
     try:
         log.info("starting transformers serve on %s (model %s)", root, model)
