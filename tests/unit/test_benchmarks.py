@@ -51,3 +51,15 @@ def test_sft_throughput_tiny(capsys, tiny_model_dir):
     assert out["ours_tokens"] == out["trl_tokens"]  # same data, same sampler, same seed
     _positive(out, ["ours_tokens", "ours_tokens_per_s", "trl_tokens_per_s", "ours_vs_trl", "ours_train_s",
                     "trl_train_s", "ours_wall_s", "trl_wall_s", "wall_ratio"])
+
+
+def test_rollouts_tiny(capsys, tiny_model_dir):
+    from benchmarks.rollouts import main
+
+    main(["--slm", tiny_model_dir, "--sizes", "1,3", "--max-new-tokens", "6"])
+    out = _json_line(capsys)
+    assert out["figure"] == "rollouts" and [r["episodes"] for r in out["sizes"]] == [1, 3]
+    for row in out["sizes"]:
+        _positive(row, ["batched_eps_per_min", "one_at_a_time_eps_per_min", "speedup", "slm_turns", "slm_tokens"])
+    assert out["raw_generate"]["episodes"] == 3
+    _positive(out, ["runtime_tokens_per_s", "efficiency_vs_raw_generate"])
