@@ -32,12 +32,13 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
     n INTEGER, em DOUBLE, f1 DOUBLE, f_bert DOUBLE, avg_turns DOUBLE, inscore DOUBLE, recall_easy DOUBLE,
     recall_hard DOUBLE, priv_sim DOUBLE, priv_sample DOUBLE, slm_prompt_tokens BIGINT, slm_completion_tokens BIGINT,
     llm_prompt_tokens BIGINT, llm_completion_tokens BIGINT, cost_usd DOUBLE, wall_s DOUBLE, easy_source VARCHAR,
-    created_at TIMESTAMP, PRIMARY KEY (eval_id, run_name, dataset))
+    created_at TIMESTAMP, format_ok DOUBLE, PRIMARY KEY (eval_id, run_name, dataset));
+ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS format_ok DOUBLE;  -- stores made before it was recorded
 """
 METRIC_COLUMNS = ["eval_id", "run_name", "kind", "strategy", "slm", "llm", "dataset", "n", "em", "f1", "f_bert",
                   "avg_turns", "inscore", "recall_easy", "recall_hard", "priv_sim", "priv_sample", "slm_prompt_tokens",
                   "slm_completion_tokens", "llm_prompt_tokens", "llm_completion_tokens", "cost_usd", "wall_s",
-                  "easy_source"]
+                  "easy_source", "format_ok"]
 _ROUND_RE = re.compile(r"round-(\d+)$")
 
 

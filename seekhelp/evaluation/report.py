@@ -12,8 +12,8 @@ from typing import Any
 
 from seekhelp.evaluation import plots
 
-COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM %", "F1 %", "F_BERT %", "turns", "INScore", "Priv_sim",
-           "Priv_sample %", "SLM tok/q", "LLM tok/q", "cost $", "wall s")
+COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM %", "F1 %", "F_BERT %", "well-formed %", "turns", "INScore",
+           "Priv_sim", "Priv_sample %", "SLM tok/q", "LLM tok/q", "cost $", "wall s")
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -29,8 +29,9 @@ def _table_row(r: dict) -> str:
     slm_tok = ((r.get("slm_prompt_tokens") or 0) + (r.get("slm_completion_tokens") or 0)) / n
     cost = r.get("cost_usd")
     cells = [r["run_name"], r["strategy"], f"`{r.get('slm', '')}`", r.get("llm", ""), r.get("n"), _f(r.get("em")),
-             _f(r.get("f1")), _f(r.get("f_bert")), _f(r.get("avg_turns"), 2), _f(r.get("inscore"), 2),
-             _f(r.get("priv_sim"), 2), _f(r.get("priv_sample")), _f(slm_tok, 0), _f(plots.llm_tokens_per_q(r), 0),
+             _f(r.get("f1")), _f(r.get("f_bert")), _f(r.get("format_ok")), _f(r.get("avg_turns"), 2),
+             _f(r.get("inscore"), 2), _f(r.get("priv_sim"), 2), _f(r.get("priv_sample")), _f(slm_tok, 0),
+             _f(plots.llm_tokens_per_q(r), 0),
              "–" if cost is None else f"{cost:.4f}", _f(r.get("wall_s"))]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -155,6 +156,8 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     lines += ["## How to read the numbers", "",
               "- EM / F1: SQuAD-normalised exact match and token F1 against any gold alias (percent).",
               "- F_BERT: best BERTScore-style F1 of the answer against a gold alias (percent; see the model above).",
+              "- well-formed: percent of dialogues that end in an answer with every SLM turn valid under the "
+              "protocol (the parser's verdict; what SFT must teach).",
               "- turns: LLM calls per question (a direct LLM answer counts 1; the SLM alone counts 0).",
               "- INScore: (Recall_easy + Recall_hard) / 2; always-ask and never-ask both score 0.5.",
               "- Priv_sim: mean over samples that sent requests of the highest BERTScore between a request and a "

@@ -18,7 +18,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 def row(name, strategy, em, llm_tokens, turns, priv, kind="run", dataset="geo-test", llm="big-llm"):
     return {"run_name": name, "kind": kind, "strategy": strategy, "slm": "tiny-slm", "llm": llm, "dataset": dataset,
-            "n": 10, "em": em, "f1": em + 5, "f_bert": 60.0, "avg_turns": turns, "inscore": 0.5, "recall_easy": 1.0,
+            "n": 10, "em": em, "f1": em + 5, "f_bert": 60.0, "format_ok": 90.0, "avg_turns": turns, "inscore": 0.5,
+            "recall_easy": 1.0,
             "recall_hard": 0.0, "n_easy": 3, "priv_sim": 0.3, "priv_sample": priv, "slm_prompt_tokens": 1000,
             "slm_completion_tokens": 200, "llm_prompt_tokens": llm_tokens * 10 - 100 * 10 if llm_tokens else 0,
             "llm_completion_tokens": 100 * 10 if llm_tokens else 0, "cost_usd": llm_tokens * 1e-5,
@@ -48,7 +49,7 @@ def test_report_has_setup_results_transfer_and_valid_pngs(tmp_path):
         assert needle in text, needle
     results = text.split("## Results: geo-test")[1].split("## Transfer")[0]
     assert results.count("\n| ") == 6  # header + 5 runs (the transfer row has its own table)
-    assert "| llm_direct | llm_direct | `tiny-slm` | big-llm | 10 | 40.0 | 45.0 | 60.0 | 1.00 |" in results
+    assert "| llm_direct | llm_direct | `tiny-slm` | big-llm | 10 | 40.0 | 45.0 | 60.0 | 90.0 | 1.00 |" in results
     assert "| 300 | 0.0030 | 12.0 |" in results  # LLM tokens per question, cost, wall
     assert "dynamic → kb: EM 45.0 vs 35.0 with `big-llm` (dynamic (rl))" in text  # same strategy and SLM
     for png in ("em_vs_llm_tokens.png", "priv_sample.png", "turns.png", "rl_rounds.png"):
