@@ -3,9 +3,15 @@
 Prompts are left-padded and sorted by length into micro-batches; each sequence stops at the first of
 `params.stop` (e.g. the closing tag of the SLM's action) or at EOS, and is cut right after the stop string.
 Generation runs in a worker thread so HTTP calls of other episodes progress meanwhile.
+
+Shared prefix: every prompt of a batch starts with the same system prompt, and on a CPU the prompt pass (prefill)
+is most of the cost. The key/value cache of the longest common token prefix is computed once (and kept while the
+model and the prefix stay the same), repeated over the batch, and only the rest of each prompt is run:
+rows are laid out as [prefix][padding][own tokens] with the padding masked, so positions stay exact.
 """
 
 import asyncio
+import copy
 import threading
 import time
 
@@ -18,7 +24,8 @@ class TransformersBackend:
     """ChatBackend over a local causal LM (CPU or GPU)."""
 
     def __init__(self, model_name: str = "smollm2-135m", model=None, tokenizer=None, max_batch_size: int = 32,
-                 device: str | None = None, chat_template: str | None = None, name: str | None = None):
+                 device: str | None = None, chat_template: str | None = None, name: str | None = None,
+                 prefix_cache: bool = True, min_prefix_tokens: int = 32):
         if model is None or tokenizer is None:
             from seekhelp import models
 
@@ -32,12 +39,15 @@ class TransformersBackend:
         self.name = name or model_name
         self.max_batch_size = max_batch_size
         self._lock = threading.Lock()
-        self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0}
+        self.prefix_cache, self.min_prefix_tokens = prefix_cache, min_prefix_tokens
+        self._prefix: tuple | None = None  # ((model id, prefix ids), cache of batch 1)
+        self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
 
     def swap_model(self, model) -> None:
         """Use new weights (e.g. after a training round) without reloading the tokenizer."""
         with self._lock:
             self.model = model.eval()
+            self._prefix = None
 
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         if not conversations:
@@ -63,8 +73,10 @@ class TransformersBackend:
     def _batch(self, prompts: list[str], params: GenParams) -> list[Completion]:
         t0 = time.perf_counter()
         tok = self.tokenizer
-        enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+        enc, cache = self._encode(prompts)
         gen_kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id)
+        if cache is not None:
+            gen_kwargs["past_key_values"] = cache
         if params.temperature and params.temperature > 0:
             gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
@@ -92,3 +104,38 @@ class TransformersBackend:
         self.stats["calls"] += len(prompts)
         self.stats["batches"] += 1
         return results
+
+    def _encode(self, prompts: list[str]):
+        """(input_ids + attention_mask, shared-prefix cache or None) for one micro-batch."""
+        tok, device = self.tokenizer, self.model.device
+        rows = tok(prompts, add_special_tokens=False)["input_ids"]
+        n = _common_prefix_len(rows) if self.prefix_cache and len(rows) > 0 else 0
+        n = min(n, min(len(r) for r in rows) - 1)  # every row keeps at least one token of its own
+        if n < self.min_prefix_tokens:
+            return tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device), None
+        prefix, width = rows[0][:n], max(len(r) for r in rows) - n
+        pad = tok.pad_token_id
+        ids = [prefix + [pad] * (width - len(r) + n) + r[n:] for r in rows]
+        mask = [[1] * n + [0] * (width - len(r) + n) + [1] * (len(r) - n) for r in rows]
+        enc = {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
+        key = (id(self.model), tuple(prefix))
+        if self._prefix is None or self._prefix[0] != key:
+            from transformers import DynamicCache
+
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+            self._prefix = (key, cache)
+        cache = copy.deepcopy(self._prefix[1])
+        cache.batch_repeat_interleave(len(rows))
+        self.stats["prefix_tokens_reused"] += n * len(rows)
+        return enc, cache
+
+
+def _common_prefix_len(rows: list[list[int]]) -> int:
+    first, n = rows[0], min(len(r) for r in rows)
+    for r in rows[1:]:
+        i = 0
+        while i < n and r[i] == first[i]:
+            i += 1
+        n = i
+    return n

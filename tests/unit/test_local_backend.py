@@ -30,3 +30,18 @@ def test_truncate_at_stop_keeps_the_earliest_stop():
     assert truncate_at_stop("<think>a</think><answer>x</answer> tail", ["</message>", "</answer>"]) == \
         "<think>a</think><answer>x</answer>"
     assert truncate_at_stop("no stop here", ["</answer>"]) == "no stop here"
+
+
+def test_shared_prefix_cache_gives_the_same_greedy_tokens(tiny_model_dir):
+    system = {"role": "system", "content": "You are a careful assistant who answers briefly. " * 6}
+    convs = [[system, {"role": "user", "content": "tell me about " + "word " * (i % 5 + 1)}] for i in range(7)]
+    params = GenParams(max_new_tokens=10)
+    plain = TransformersBackend(tiny_model_dir, max_batch_size=4, prefix_cache=False)
+    cached = TransformersBackend(model=plain.model, tokenizer=plain.tokenizer, max_batch_size=4)
+    want = asyncio.run(plain.generate(convs, params))
+    got = asyncio.run(cached.generate(convs, params))
+    assert [o.text for o in got] == [o.text for o in want]
+    assert [o.prompt_tokens for o in got] == [o.prompt_tokens for o in want]
+    assert plain.stats["prefix_tokens_reused"] == 0 and cached.stats["prefix_tokens_reused"] > 7 * 32
+    again = asyncio.run(cached.generate(convs[:3], params))  # the prefix cache is reused, not consumed
+    assert [o.text for o in again] == [o.text for o in want[:3]]
