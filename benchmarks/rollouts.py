@@ -7,8 +7,10 @@ For each size N, the same N `dynamic` episodes (greedy, so both runs make the sa
   - one at a time: N separate `Runtime.run` calls of one episode each;
 speedup = wall(one at a time) / wall(batched). At the largest size, the ceiling: raw batched `model.generate` on the
 same N first-turn prompts producing the same number of SLM tokens as the batched runtime did (fixed length, no stop
-strings, no parsing, no LLM); efficiency = runtime SLM tokens/s ÷ raw tokens/s (the runtime's overhead, including
-padding waste when episodes stop at different lengths, is 1 - efficiency).
+strings, no parsing, no LLM), once plain and once with the same shared-prefix KV cache the backend uses;
+efficiency = runtime SLM tokens/s ÷ raw tokens/s. Against the prefix-cached ceiling, 1 - efficiency is the runtime's
+own overhead (turn loop, parsing, stop strings, later turns' longer prompts, padding waste when episodes stop at
+different lengths).
 
 `--llm scripted` (default) is an instant local OpenAI-compatible server, so the LLM costs nothing and the figures are
 about the SLM side and our own code; `embedded` starts `transformers serve` on SmolLM2-135M. One JSON line.
@@ -56,17 +58,23 @@ def slm_tokens(trajs) -> int:
     return sum(t.completion_tokens for tr in trajs for t in tr.turns if t.role == "slm")
 
 
-def raw_generate_s(slm: TransformersBackend, qs: list[Question], new_tokens: int) -> float:
-    """Wall time of one plain batched generate of `new_tokens` per prompt on the first-turn prompts."""
+def raw_generate_s(slm: TransformersBackend, qs: list[Question], new_tokens: int, prefix_cache: bool) -> float:
+    """Wall time of one batched `model.generate` of `new_tokens` per prompt on the first-turn prompts: plain
+    (the whole prompt prefilled per row), or with the backend's shared-prefix cache (the same trick the runtime
+    uses, so the difference to the runtime is the runtime's own overhead)."""
     import torch
 
     system = load_prompt("slm_dynamic")
     prompts = slm.render_prompts([slm_messages(system, q, []) for q in qs])
     tok = slm.tokenizer
-    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(slm.model.device)
     with torch.inference_mode():
         t0 = time.perf_counter()
-        slm.model.generate(**enc, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+        if prefix_cache:
+            enc, cache = slm._encode(prompts)
+            extra = {"past_key_values": cache} if cache is not None else {}
+        else:
+            enc, extra = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False), {}
+        slm.model.generate(**enc, **extra, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
                            temperature=None, top_p=None, top_k=None, pad_token_id=tok.pad_token_id)
         return time.perf_counter() - t0
 
@@ -100,15 +108,19 @@ def main(argv: list[str] | None = None) -> dict:
                          "wall_batched_s": round(t_b, 2), "wall_one_at_a_time_s": round(t_s, 2)})
         top = rows[-1]
         per_prompt = max(1, math.ceil(top["slm_tokens"] / top["episodes"]))
-        t_raw = raw_generate_s(slm, questions(top["episodes"]), per_prompt)
-    raw_tps = per_prompt * top["episodes"] / t_raw
+        t_raw = raw_generate_s(slm, questions(top["episodes"]), per_prompt, prefix_cache=False)
+        t_raw_pc = raw_generate_s(slm, questions(top["episodes"]), per_prompt, prefix_cache=True)
+    raw_tps, raw_pc_tps = per_prompt * top["episodes"] / t_raw, per_prompt * top["episodes"] / t_raw_pc
     runtime_tps = top["slm_tokens"] / top["wall_batched_s"]
     out = {"figure": "rollouts", "machine": platform.processor() or platform.machine(), "slm": args.slm,
            "llm": args.llm, "max_new_tokens": args.max_new_tokens, "sizes": rows,
            "raw_generate": {"episodes": top["episodes"], "new_tokens_per_prompt": per_prompt,
-                            "tokens_per_s": round(raw_tps, 1), "wall_s": round(t_raw, 2)},
+                            "tokens_per_s": round(raw_tps, 1), "wall_s": round(t_raw, 2),
+                            "prefix_cached_tokens_per_s": round(raw_pc_tps, 1),
+                            "prefix_cached_wall_s": round(t_raw_pc, 2)},
            "runtime_tokens_per_s": round(runtime_tps, 1),
-           "efficiency_vs_raw_generate": round(runtime_tps / raw_tps, 3)}
+           "efficiency_vs_raw_generate": round(runtime_tps / raw_tps, 3),
+           "efficiency_vs_prefix_cached_generate": round(runtime_tps / raw_pc_tps, 3)}
     print(json.dumps(out))
     return out
 

@@ -244,4 +244,7 @@ class RoundRunner:
         t = Table(*COLUMNS, title="RL rounds (validation split)")
         for row in rows:
             t.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS])
-        Console().print(t)
+        console = Console()
+        if not console.is_terminal:  # logs and pipes: wide enough for every column instead of 80 characters
+            console = Console(width=220)
+        console.print(t)
