@@ -67,7 +67,7 @@ eval: install
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install
-	@mkdir -p data/reports
+	@mkdir -p data/reports && : > data/reports/demo-timings.txt
 	@for stage in data sft rl eval; do \
 		start=$$(date +%s); \
 		$(MAKE) --no-print-directory $$stage || exit $$?; \
