@@ -186,7 +186,7 @@ class RoundRunner:
                 "leak_rate": mean("leak"), "valid_rate": mean("valid")}
 
     def retrain(self, r: int, run_id: str) -> int:
-        from rl.loop import checkpoint
+        from rl.loop import checkpoint, policy_label
         from seekhelp.store.query import load_query
         from sft.train import parse, train
 
@@ -197,7 +197,8 @@ class RoundRunner:
         from seekhelp.store.export import export_sft
 
         ds = export_sft(rc.store, sql, export_dir, load_prompt("slm_dynamic"),
-                        params={"round": r, "min_reward": rc.min_reward, "split": "train"})
+                        params={"round": r, "min_reward": rc.min_reward, "split": "train",
+                                "policy": policy_label(rc, r - 1)})
         if ds.num_rows == 0:
             log.warning("round %d: nothing above min_reward %.2f; keeping the previous policy", r, rc.min_reward)
             import shutil

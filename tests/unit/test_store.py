@@ -269,6 +269,16 @@ def test_rs_select_tie_breaking(db):
                                                                                        q1.id: r1_cheap.id}
     assert run_sql(db, sql)["trajectory_id"].to_list() == [r2.id]  # default: the latest round
     assert run_sql(db, sql, {"round": 1, "min_reward": 0.85})["trajectory_id"].to_list() == [r1_fast.id]
+    # another RL run's round 1 in the same store (another policy sampled it): never mixed in when the policy is named
+    other = Trajectory(q0.id, "dynamic", "other-policy", "llm-y", r1_fast.turns, final_answer=r1_fast.final_answer,
+                       stop_reason="answer", format_ok=True, round=1)
+    with Store(db) as s:
+        s.add_trajectories([other])
+        s.add_judgments([{"trajectory_id": other.id, "judge": "reward", "value": 1.5}])
+    assert other.id in run_sql(db, sql, {"round": 1})["trajectory_id"].to_list()
+    mine = run_sql(db, sql, {"round": 1, "policy": "slm-x"})
+    assert dict(zip(mine["question_id"], mine["trajectory_id"], strict=True)) == {q0.id: r1_fast.id,
+                                                                                   q1.id: r1_cheap.id}
 
 
 def test_stats_query(db):
