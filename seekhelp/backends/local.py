@@ -112,12 +112,14 @@ class TransformersBackend:
         n = _common_prefix_len(rows) if self.prefix_cache and len(rows) > 0 else 0
         n = min(n, min(len(r) for r in rows) - 1)  # every row keeps at least one token of its own
         if n < self.min_prefix_tokens:
-            return tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(device), None
+            n = 0  # plain left padding
         prefix, width = rows[0][:n], max(len(r) for r in rows) - n
         pad = tok.pad_token_id
         ids = [prefix + [pad] * (width - len(r) + n) + r[n:] for r in rows]
         mask = [[1] * n + [0] * (width - len(r) + n) + [1] * (len(r) - n) for r in rows]
         enc = {"input_ids": torch.tensor(ids, device=device), "attention_mask": torch.tensor(mask, device=device)}
+        if n == 0:
+            return enc, None
         key = (id(self.model), tuple(prefix))
         if self._prefix is None or self._prefix[0] != key:
             from transformers import DynamicCache
