@@ -32,7 +32,7 @@ from distilabel.steps.tasks import Task  # noqa: E402
 from distilabel.typing import StepOutput  # noqa: E402
 
 from pipelines.offline_inject import answer_in  # noqa: E402
-from seekhelp.privacy import JUDGE_SCHEMA, build_judge_messages, parse_judge_verdict  # noqa: E402
+from seekhelp.leak_judge import JUDGE_SCHEMA, build_judge_messages, parse_judge_verdict  # noqa: E402
 from seekhelp.prompts import load_prompt  # noqa: E402
 
 NO_GENERATION = "no generation"

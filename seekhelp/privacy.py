@@ -24,19 +24,21 @@ Known limits: misses paraphrases that change every distinctive word, and can fla
 happens to put a personal word next to the entity ("Who is Tom Cruise's cousin?" vs "the user's cousin is
 named Tom").
 
-The guard (``OutgoingGuard``) applies the same matching to the text about to leave the device and blocks the
-message or replaces each matched span of the original text with "[private]". Unanchored entity mentions are
-deliberately left alone: the LLM needs them to help, and it is the tie to the user that leaks.
+The guard (``OutgoingGuard``) applies the same matching to the text about to leave the device, plus the
+label-driven identity checks of ``seekhelp.identity`` (the user's people's names anywhere, their numbers,
+addresses, health details), and blocks the message or replaces each matched span with "[private]". Unanchored
+public entity mentions are deliberately left alone: the LLM needs them to help, and it is the tie to the user
+that leaks. The leak METRIC (``detect_leaks``) is the same matching plus one more check the guard does not make
+(a relation word and a value of the same item in one sentence), and the LLM judge where an endpoint can judge:
+it is measured on what the policy tried to send, before the guard (see seekhelp.judging).
+The LLM judge lives in ``seekhelp.leak_judge``.
 """
 
-import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from functools import lru_cache
-from importlib import resources
-from typing import Any
 
-from seekhelp.backends.base import ChatBackend, GenParams
+from seekhelp.identity import identity_hits, identity_of, relation_cooccurs
 
 REDACTED = "[private]"
 
@@ -198,32 +200,64 @@ def find_leak_spans(message: str, privacy_items: list[str]) -> dict[str, list[tu
 
 
 def detect_leaks(message: str, privacy_items: list[str]) -> list[str]:
-    """The privacy items the heuristic judges leaked by ``message`` (in the order given). See module doc."""
+    """The privacy items the span heuristic judges leaked by ``message`` (in the order given). See module doc."""
     hits = find_leak_spans(message, privacy_items)
     return [item for item in privacy_items if item in hits]
 
 
-def detect_leaks_any(messages: list[str], privacy_items: list[str]) -> bool:
-    """True if any message leaks any item according to the heuristic."""
-    return any(detect_leaks(m, privacy_items) for m in messages or [])
+def leak_findings(message: str, privacy_items: list[str], names: list[str] | None = None) -> list[str]:
+    """What ``message`` gives away by the deterministic detector the leak METRIC uses: the items the span
+    heuristic finds (in the order given), then one tag per kind of identifying content the label-driven checks
+    of ``seekhelp.identity`` find ("name", "number", "address", "health", "relation"). ``names``: the user's
+    people's names when the question record carries them (meta ``private_terms``)."""
+    items = [p for p in privacy_items or [] if p and p.strip()]
+    out = detect_leaks(message, items)
+    ident = identity_of(items, names)
+    out += sorted({h.kind for h in identity_hits(message, ident)})
+    if relation_cooccurs(message, ident):
+        out.append("relation")
+    return out
+
+
+def detect_leaks_any(messages: list[str], privacy_items: list[str], names: list[str] | None = None) -> bool:
+    """True if any message leaks anything according to the metric's deterministic detector."""
+    return any(leak_findings(m, privacy_items, names) for m in messages or [])
 
 
 # ------------------------------------------------------------------------------------------ guard
+REASONS = {  # why a message was stopped, in words that do not repeat the private text
+    "fact": "it stated a private fact about the user or the user's people",
+    "name": "it named one of the user's people",
+    "number": "it contained a number from the user's private details",
+    "address": "it contained the user's address",
+    "health": "it mentioned a health detail of the user's",
+}
+
+
 @dataclass
 class GuardResult:
     allowed: bool
     text: str  # what may be sent ("" when blocked)
     action: str | None = None  # None | "blocked" | "redacted"
-    matched: list[str] = field(default_factory=list)  # privacy items found in the message
+    matched: list[str] = field(default_factory=list)  # privacy items (or identity kinds) found in the message
+    reasons: list[str] = field(default_factory=list)  # keys of REASONS, in a stable order
+
+    def explain(self) -> str:
+        """One sentence for the SLM: why the message was stopped, without echoing anything private."""
+        why = "; ".join(REASONS[r] for r in self.reasons) or REASONS["fact"]
+        return (f"The message was not sent: {why}. Ask again with an objective question about public facts "
+                "only, leaving out every name, number and personal detail of the user's.")
 
 
 class OutgoingGuard:
     """Last check on every message before it leaves the device.
 
-    mode "block": a message exposing any privacy item is refused (allowed False, text ""). mode "redact": each
+    mode "block": a message exposing anything private is refused (allowed False, text ""). mode "redact": each
     exposing span of the original text becomes "[private]" and the rest is sent. mode "off": never interferes
-    (``matched`` is still reported). Matching is ``find_leak_spans``: the item or its core in any case,
-    punctuation, possessive or spacing variant, and anchored distinctive spans.
+    (``matched`` is still reported). What counts: ``find_leak_spans`` (an item or its core in any case,
+    punctuation, possessive or spacing variant, and anchored distinctive spans), plus, wherever they appear,
+    every personal name in the labels (first, last and full name), their numbers and street addresses, and
+    health details tied to the user (``seekhelp.identity``).
     """
 
     MODES = ("block", "redact", "off")
@@ -233,16 +267,19 @@ class OutgoingGuard:
             raise ValueError(f"guard mode must be one of {self.MODES}, got {mode!r}")
         self.mode = mode
 
-    def check(self, message: str, privacy_items: list[str]) -> GuardResult:
+    def check(self, message: str, privacy_items: list[str], names: list[str] | None = None) -> GuardResult:
         message = message or ""
-        hits = find_leak_spans(message, [p for p in privacy_items or [] if p and p.strip()])
-        matched = list(hits)
+        items = [p for p in privacy_items or [] if p and p.strip()]
+        spans = find_leak_spans(message, items)
+        ident = identity_hits(message, identity_of(items, names))
+        matched = list(spans) + sorted({h.kind for h in ident})
+        reasons = (["fact"] if spans else []) + [k for k in REASONS if k != "fact" and any(h.kind == k for h in ident)]
         if not matched or self.mode == "off":
-            return GuardResult(True, message, None, matched)
+            return GuardResult(True, message, None, matched, reasons)
         if self.mode == "block":
-            return GuardResult(False, "", "blocked", matched)
-        return GuardResult(True, redact_spans(message, [s for spans in hits.values() for s in spans]), "redacted",
-                           matched)
+            return GuardResult(False, "", "blocked", matched, reasons)
+        cut = [s for found in spans.values() for s in found] + [h.span for h in ident]
+        return GuardResult(True, redact_spans(message, cut), "redacted", matched, reasons)
 
 
 def redact_spans(text: str, spans: list[tuple[int, int]], mask: str = REDACTED) -> str:
@@ -256,115 +293,3 @@ def redact_spans(text: str, spans: list[tuple[int, int]], mask: str = REDACTED) 
     for a, b in reversed(merged):
         text = text[:a] + mask + text[b:]
     return text
-
-
-# ------------------------------------------------------------------------------------------ LLM judge
-JUDGE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {  # reason first: under constrained decoding the model reasons before it decides
-        "reason": {"type": "string"},
-        "leaked_items": {"type": "array", "items": {"type": "string"}},
-        "leak": {"type": "boolean"},
-    },
-    "required": ["reason", "leaked_items", "leak"],
-    "additionalProperties": False,
-}
-
-
-@dataclass
-class JudgeVerdict:
-    leak: bool | None
-    leaked_items: list[str] = field(default_factory=list)
-    reason: str = ""
-    error: str | None = None
-    raw: str = ""
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@lru_cache(maxsize=1)
-def _judge_prompt() -> tuple[str, str]:
-    text = resources.files("seekhelp.prompts").joinpath("privacy_judge.txt").read_text(encoding="utf-8")
-    system, user = text.split("[[user]]", 1)
-    return system.strip(), user.strip()
-
-
-def build_judge_messages(messages_sent: list[str], privacy_items: list[str]) -> list[dict[str, str]]:
-    """The judge's conversation: system = the rules, user = the numbered items and requests."""
-    system, user = _judge_prompt()
-    items = "\n".join(f"- {p.strip()}" for p in privacy_items) or "- (none)"
-    sent = "\n".join(f"[{k}] {m.strip()}" for k, m in enumerate(messages_sent, 1)) or "(none)"
-    return [{"role": "system", "content": system},
-            {"role": "user", "content": user.replace("{privacy_items}", items).replace("{messages}", sent)}]
-
-
-def _as_bool(v: Any) -> bool | None:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, int | float):
-        return bool(v)
-    if isinstance(v, str) and v.strip().lower() in {"true", "yes", "1", "false", "no", "0"}:
-        return v.strip().lower() in {"true", "yes", "1"}
-    return None
-
-
-def parse_judge_verdict(text: str | None) -> JudgeVerdict:
-    """Read the last JSON object that carries a "leak" key; never raises (failures set ``error``, leak None)."""
-    raw = text if isinstance(text, str) else ""
-    dec = json.JSONDecoder()
-    pos, tries = len(raw), 0
-    obj: dict | None = None
-    while tries < 400:
-        pos = raw.rfind("{", 0, pos)
-        if pos < 0:
-            break
-        tries += 1
-        try:
-            cand, _ = dec.raw_decode(raw, pos)
-        except ValueError:
-            continue
-        if isinstance(cand, dict) and "leak" in cand:
-            obj = cand
-            break
-    if obj is None:
-        return JudgeVerdict(None, error="no JSON verdict with a 'leak' key found", raw=raw)
-    leak = _as_bool(obj.get("leak"))
-    items = obj.get("leaked_items") or []
-    items = [str(x) for x in items] if isinstance(items, list) else [str(items)]
-    reason = str(obj.get("reason") or "")
-    if leak is None:
-        return JudgeVerdict(None, items, reason, error=f"unreadable 'leak' value: {obj.get('leak')!r}", raw=raw)
-    return JudgeVerdict(leak, items if leak else [], reason, raw=raw)
-
-
-async def judge_leaks(backend: ChatBackend, items: list[tuple[list[str], list[str]]],
-                      params: GenParams | None = None) -> list[JudgeVerdict]:
-    """Judge many samples, each given as (messages sent to the LLM, privacy items), in ONE backend call.
-
-    A sample with no message sent (or no privacy item) is not a leak and costs no call. A failed call gives
-    leak None with ``error`` set. Default params: greedy, 1024 new tokens, ``JUDGE_SCHEMA`` as structured output.
-    """
-    params = params or GenParams(max_new_tokens=1024, temperature=0.0, json_schema=JUDGE_SCHEMA)
-    verdicts: list[JudgeVerdict | None] = []
-    convs, where = [], []
-    for k, (sent, privacy_items) in enumerate(items):
-        sent = [m for m in sent or [] if m and m.strip()]
-        privacy_items = [p for p in privacy_items or [] if p and p.strip()]
-        if not sent:
-            verdicts.append(JudgeVerdict(False, reason="no message was sent"))
-        elif not privacy_items:
-            verdicts.append(JudgeVerdict(False, reason="no privacy item to leak"))
-        else:
-            verdicts.append(None)
-            convs.append(build_judge_messages(sent, privacy_items))
-            where.append(k)
-    if convs:
-        completions = await backend.generate(convs, params)
-        for k, c in zip(where, completions, strict=True):
-            v = JudgeVerdict(None, error=c.error, raw=c.text or "") if c.error else parse_judge_verdict(c.text)
-            v.prompt_tokens, v.completion_tokens = c.prompt_tokens, c.completion_tokens
-            verdicts[k] = v
-    return [v for v in verdicts if v is not None]

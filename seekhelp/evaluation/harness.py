@@ -227,7 +227,7 @@ def store_run(store, trajs: list[Trajectory], questions: dict[str, Question], ru
 async def llm_judge(store, recipe: EvalRecipe, endpoints: Endpoints, results, questions, run_id) -> dict:
     """LLM verdicts for up to judge.limit samples that sent requests (taken round-robin over runs)."""
     from seekhelp.backends.base import GenParams
-    from seekhelp.privacy import JUDGE_SCHEMA, judge_leaks
+    from seekhelp.leak_judge import JUDGE_SCHEMA, judge_leaks
 
     spec = recipe.judge
     queues = [[t for t in trajs if t.messages and not t.raw_question_sent and questions[t.question_id].privacy_items]
