@@ -30,7 +30,6 @@ DEMO_EXPORT = ROOT / "data/exports/sft/smollm2-135m-demo"
 def synthetic_dialogues(out: Path, n: int = 32) -> str:
     import datasets
 
-    from seekhelp.conversation import slm_user_content
     from seekhelp.prompts import load_prompt
     from seekhelp.protocol import render_agent_reply, render_slm_turn
 
@@ -38,8 +37,7 @@ def synthetic_dialogues(out: Path, n: int = 32) -> str:
     rows = []
     for i in range(n):
         city, country = places[i % len(places)]
-        user = slm_user_content(f"My aunt no. {i} retired to {city}. In which country does she live now?",
-                                [f"The user's aunt no. {i} retired to {city}."])
+        user = f"My aunt no. {i} retired to {city}. In which country does she live now?"
         turns = [{"role": "assistant", "content": render_slm_turn("I should check.", "message", f"Where is {city}?")},
                  {"role": "user", "content": render_agent_reply("information", f"{city} is a city in {country}.")},
                  {"role": "assistant", "content": render_slm_turn("The expert placed it.", "answer", country)}]

@@ -45,7 +45,6 @@ class EndpointConfig:
 @dataclass
 class InjectionConfig:
     kind: str = "offline"  # offline (deterministic, from the knowledge base) | llm (three distilabel steps + check)
-    easy_fraction: float = 0.25
     temperature: float = 0.7
     max_new_tokens: int = 256
 
@@ -114,7 +113,7 @@ def inject(recipe: DataRecipe, seeds, base_url, model) -> tuple[list[Question], 
     if recipe.injection.kind == "offline":
         from pipelines.offline_inject import inject as offline_inject
 
-        res = offline_inject(seeds, seed=recipe.seeds.seed, easy_fraction=recipe.injection.easy_fraction)
+        res = offline_inject(seeds, seed=recipe.seeds.seed)
         rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]}
                     for r in res.rejected]
         return res.questions, rejected

@@ -2,8 +2,8 @@
 
 For a hard question the SLM thinks, sends only the objective sub-question(s) (never a private fact), the LLM
 answers with the fact from the knowledge base, and the SLM answers with the bare entity. Two-hop questions are
-asked either in one message or in two. For an easy question (``meta["easy_hint"]``) the SLM answers at once
-from the private facts. Wording is varied by a seeded RNG, so N samples of one question differ.
+asked either in one message or in two. Wording is varied by a seeded RNG, so N samples of one question differ.
+The SLM side reads the question alone (seekhelp.conversation): the private facts are in its text.
 
 `teacher_messages` turns a question and a teacher trajectory into the chat conversation the SLM is trained on
 (see notes/CONTRACTS.md).
@@ -12,8 +12,8 @@ from the private facts. Wording is varied by a seeded RNG, so N samples of one q
 import random
 from typing import Any
 
-from seekhelp.conversation import slm_messages, slm_user_content
-from seekhelp.knowledge import cap, fold, the
+from seekhelp.conversation import slm_messages
+from seekhelp.knowledge import cap, the
 from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, render_llm_turn, render_slm_turn
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
@@ -64,12 +64,6 @@ THINK_FINAL = [
     "From the reply, {gist}. Combined with the private details, the answer is {answer}.",
     "That gives me the missing fact ({gist}), which answers the question: {answer}.",
     "The reply confirms that {gist}. I can answer now: {answer}.",
-]
-THINK_EASY = [
-    "The private facts already say it: {item} I do not need to contact the expert.",
-    "Nothing is missing here; the user's own information names the answer, {answer}. Asking would only risk "
-    "exposing private details.",
-    "I can answer from what I was told: {item} So the answer is {answer}, no request needed.",
 ]
 LLM_REASONING = [
     "This is a request for a public fact; no personal context is needed to answer it.",
@@ -125,10 +119,6 @@ class _Writer:
 
 def _write(q: Question, rng: random.Random) -> list[Turn]:
     w, hops, answer = _Writer(q, rng), q.meta["hops"], q.answers[0]
-    if q.meta.get("easy_hint"):
-        item = next((i for i in q.privacy_items if any(fold(a) in fold(i) for a in q.answers)), q.privacy_items[0])
-        w.answer(w.pick(THINK_EASY, item=item, answer=answer), answer)
-        return w.turns
     first = hops[0]
     need = NEED[first["relation"]].format(s=_subject(first))
     if len(hops) == 1:
@@ -167,11 +157,6 @@ def teacher_trajectories(question: Question, n: int = 1, seed: int = 0) -> list[
 def teach(questions: list[Question], n: int = 1, seed: int = 0) -> list[Trajectory]:
     """Teacher dialogues for many questions (those without a decomposition are skipped)."""
     return [t for q in questions if q.meta.get("hops") for t in teacher_trajectories(q, n, seed)]
-
-
-def user_content(question: Question) -> str:
-    """What the SLM reads as the user turn (the shared layout in seekhelp.conversation)."""
-    return slm_user_content(question.question, question.privacy_items)
 
 
 def teacher_messages(question: Question, trajectory: Trajectory, system_prompt: str) -> list[dict[str, str]]:

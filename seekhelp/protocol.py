@@ -239,3 +239,8 @@ def extract_answer(text: str) -> str | None:
     end = text.rfind("</answer>")
     start = text.rfind("<answer>", 0, end) if end >= 0 else -1
     return text[start + len("<answer>") : end].strip() if start >= 0 else None
+
+
+def normalize_message(text: str) -> str:
+    """A message up to case, spacing and punctuation: two requests that normalize alike are the same request."""
+    return " ".join(re.findall(r"[^\W_]+", (text or "").lower()))

@@ -109,8 +109,17 @@ class Trajectory:
 
     @property
     def messages(self) -> list[str]:
-        """Everything that was sent to the LLM, in order."""
+        """Everything that was sent to the LLM (what left the device, after the guard), in order."""
         return [t.sent for t in self.turns if t.role == "llm" and t.sent is not None]
+
+    @property
+    def attempted(self) -> list[str]:
+        """Everything the policy TRIED to send, before the guard: each SLM message (kept even when the guard
+        blocked or redacted it) and, for strategies that forward the raw question, what they forwarded."""
+        tried = [t.content for t in self.turns if t.role == "slm" and t.action == "message" and t.content]
+        if self.raw_question_sent:
+            tried += [t.sent for t in self.turns if t.role == "llm" and t.sent]
+        return tried
 
     def tokens(self, role: str) -> tuple[int, int]:
         turns = [t for t in self.turns if t.role == role]

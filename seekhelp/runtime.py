@@ -3,17 +3,22 @@
 Each step, every live episode gets its next SLM turn from ONE batched call to the SLM backend; the episodes that
 chose to send a message then get their LLM replies through concurrent calls. The LLM only ever receives the
 SLM's messages and its own earlier replies (see `conversation.llm_messages`). An episode ends at <answer>, after
-`n_max` LLM turns, on an unrecoverable format error, or when a call failed for good.
+`n_max` LLM turns, on an unrecoverable format error, when the SLM repeats a message it already tried (after a
+block that would loop until n_max), or when a call failed for good.
+
+Privacy is recorded on both sides of the guard: the SLM turn keeps the message the policy TRIED to send
+(``Turn.content``, ``Trajectory.attempted``), the LLM turn what actually left the device (``Turn.sent``).
 """
 
 import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from seekhelp import protocol
 from seekhelp.backends.base import ChatBackend, GenParams
+from seekhelp.backends.grounded import grounded
 from seekhelp.conversation import llm_messages, slm_messages
 from seekhelp.prompts import load_prompt
 from seekhelp.records import Question, Trajectory, Turn, content_hash
@@ -21,8 +26,6 @@ from seekhelp.records import Question, Trajectory, Turn, content_hash
 log = logging.getLogger(__name__)
 
 Grounder = Callable[[str], list[str]]
-GUARD_NOTICE = ("The message was not sent: it contained the user's private facts. "
-                "Ask again with an objective question that leaves them out.")
 
 
 @dataclass
@@ -36,7 +39,9 @@ class RuntimeConfig:
     guard: str = "block"  # block | redact | off
     slm_prompt: str = "slm_dynamic"
     llm_prompt: str = "llm_expert"
+    llm_can_ask: bool = True  # False: the LLM is a plain tool; a <need> reply is shown to the SLM as information
     seed: int | None = None
+    run_tag: str = ""  # what else distinguishes a run (eval run name, threshold): part of every trajectory id
 
     def slm_params(self) -> GenParams:
         return GenParams(max_new_tokens=self.slm_max_new_tokens, temperature=self.slm_temperature,
@@ -54,7 +59,6 @@ class RuntimeConfig:
 class _Episode:
     question: Question
     traj: Trajectory
-    facts: list[str] = field(default_factory=list)
     pending: str | None = None  # message cleared by the guard, waiting for the LLM
     done: bool = False
 
@@ -69,9 +73,8 @@ class Runtime:
 
     def __init__(self, slm: ChatBackend, llm: ChatBackend, config: RuntimeConfig | None = None,
                  grounder: Grounder | None = None, progress: Callable[[int], None] | None = None):
-        self.slm, self.llm = slm, llm
+        self.slm, self.llm = slm, grounded(llm, grounder)  # grounding is the endpoint's, for every call alike
         self.config = config or RuntimeConfig()
-        self.grounder = grounder
         self.progress = progress
         self._guard = None
         if self.config.guard != "off":
@@ -136,27 +139,28 @@ class Runtime:
 
     def _outgoing(self, e: _Episode, message: str) -> None:
         """Apply the privacy guard to a message before anything leaves the device."""
+        earlier = [protocol.normalize_message(m) for m in e.traj.attempted[:-1]]
+        if protocol.normalize_message(message) in earlier:  # the same request again: the reply would not change
+            e.finish("repeat")
+            return
         if self._guard is None:
             e.pending = message
             return
-        result = self._guard.check(message, e.question.privacy_items)
+        result = self._guard.check(message, e.question.privacy_items, e.question.meta.get("private_terms"))
         if result.allowed:
             e.pending = result.text
             if result.action:
                 e.traj.turns[-1].guard = result.action
             return
         e.traj.turns[-1].guard = result.action or "blocked"
-        e.traj.turns.append(Turn(role="guard", raw=GUARD_NOTICE, action=protocol.INFORMATION, content=GUARD_NOTICE,
+        notice = result.explain()
+        e.traj.turns.append(Turn(role="guard", raw=notice, action=protocol.INFORMATION, content=notice,
                                  guard="blocked"))
         if sum(1 for t in e.traj.turns if t.role == "guard") >= self.config.n_max:
             e.finish("guard")
 
     async def _llm_step(self, asking: list[_Episode], system: str) -> None:
-        convs = []
-        for e in asking:
-            if self.grounder is not None:
-                e.facts = list(dict.fromkeys([*e.facts, *self.grounder(e.pending or "")]))
-            convs.append(llm_messages(system, e.traj.turns, e.pending or "", e.facts))
+        convs = [llm_messages(system, e.traj.turns, e.pending or "") for e in asking]
         t0 = time.perf_counter()
         completions = await self.llm.generate(convs, self.config.llm_params())
         log.debug("LLM step: %d calls in %.2f s", len(convs), time.perf_counter() - t0)
@@ -168,7 +172,11 @@ class Runtime:
                 continue
             parsed = protocol.parse_llm_turn(c.text)
             action = parsed.action or protocol.INFORMATION  # the default reply is information
+            errors = list(parsed.errors)
+            if action == protocol.NEED and not self.config.llm_can_ask:  # a tool cannot ask back: decided here,
+                action = protocol.INFORMATION  # so the SLM is shown (and the turn records) plain information
+                errors.append("<need> from a tool that may not ask back: shown as information")
             e.traj.turns.append(Turn(role="llm", raw=c.text, action=action, content=parsed.content,
-                                     think=parsed.reasoning, errors=list(parsed.errors), sent=sent,
+                                     think=parsed.reasoning, errors=errors, sent=sent,
                                      prompt_tokens=c.prompt_tokens, completion_tokens=c.completion_tokens,
                                      latency_s=c.latency_s))

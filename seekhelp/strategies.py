@@ -5,10 +5,15 @@
 - llm_direct / llm_cot: the private question itself goes to the LLM (a leak by construction).
 - static_rewrite (PAPILLON-style): the SLM rewrites the question without private facts, one LLM call, the SLM
   composes the answer.
-- tool_llm (Router-R1-style): the episode loop, but the LLM is a plain tool that may not ask for context.
+- tool_llm (Router-R1-style): the episode loop, but the LLM is a plain tool that may not ask for context (enforced
+  when its reply is produced, so the SLM is shown exactly what the trajectory records).
 - cascade (COREA-style): the SLM answers with a verbalised confidence; below a threshold the question is
   delegated to the LLM (a leak by construction).
 - plan_execute (COPE-style): the LLM plans from the question (a leak), the SLM executes the plan.
+
+Same footing for all: every SLM prompt carries the question text alone (privacy items are labels, never prompt
+text); strategies that forward the raw question forward that text; and every call to a grounded endpoint is
+grounded on exactly the text that call sends (``run_strategy`` wraps the LLM once, for every strategy).
 """
 
 import re
@@ -17,9 +22,9 @@ from dataclasses import dataclass, replace
 
 from seekhelp import protocol
 from seekhelp.backends.base import ChatBackend, Completion, GenParams
-from seekhelp.conversation import slm_user_content
+from seekhelp.backends.grounded import grounded
 from seekhelp.prompts import load_prompt
-from seekhelp.records import Question, Trajectory, Turn
+from seekhelp.records import Question, Trajectory, Turn, content_hash
 from seekhelp.runtime import Grounder, Runtime, RuntimeConfig
 
 STRATEGIES = ("dynamic", "slm_cot", "llm_direct", "llm_cot", "static_rewrite", "tool_llm", "cascade", "plan_execute")
@@ -39,8 +44,9 @@ class StrategyContext:
 
 
 def _traj(ctx: StrategyContext, q: Question, name: str, raw_sent: bool = False) -> Trajectory:
+    config = content_hash(ctx.config.fingerprint(), ctx.cascade_threshold if name == "cascade" else None)
     return Trajectory(question_id=q.id, strategy=name, slm=ctx.slm.name, llm=ctx.llm.name,
-                      sample_index=ctx.sample_index, config_hash=ctx.config.fingerprint(), round=ctx.round,
+                      sample_index=ctx.sample_index, config_hash=config, round=ctx.round,
                       raw_question_sent=raw_sent)
 
 
@@ -83,22 +89,17 @@ def _close(t: Trajectory, answer: str | None, c: Completion | None = None) -> Tr
 
 
 async def _dynamic(ctx: StrategyContext, qs: list[Question], name: str = "dynamic") -> list[Trajectory]:
-    return await Runtime(ctx.slm, ctx.llm, ctx.config, ctx.grounder).arun(qs, name, ctx.sample_index, ctx.round)
+    return await Runtime(ctx.slm, ctx.llm, ctx.config).arun(qs, name, ctx.sample_index, ctx.round)
 
 
 async def _tool_llm(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
-    cfg = replace(ctx.config, llm_prompt="llm_tool")
-    trajs = await Runtime(ctx.slm, ctx.llm, cfg, ctx.grounder).arun(qs, "tool_llm", ctx.sample_index, ctx.round)
-    for t in trajs:  # a tool cannot ask back: any request for context counts as (unhelpful) information
-        for turn in t.turns:
-            if turn.role == "llm" and turn.action == protocol.NEED:
-                turn.action = protocol.INFORMATION
-    return trajs
+    cfg = replace(ctx.config, llm_prompt="llm_tool", llm_can_ask=False)
+    return await Runtime(ctx.slm, ctx.llm, cfg).arun(qs, "tool_llm", ctx.sample_index, ctx.round)
 
 
 async def _slm_cot(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
     system = load_prompt("slm_alone")
-    outs = await ctx.slm.generate([_conv(system, slm_user_content(q.question, q.privacy_items)) for q in qs],
+    outs = await ctx.slm.generate([_conv(system, q.question) for q in qs],
                                   _params(ctx, "slm", ["</answer>"]))
     trajs = []
     for q, c in zip(qs, outs, strict=True):
@@ -110,7 +111,7 @@ async def _slm_cot(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]
 
 async def _llm_alone(ctx: StrategyContext, qs: list[Question], name: str) -> list[Trajectory]:
     system = load_prompt("llm_direct" if name == "llm_direct" else "llm_cot")
-    sent = [slm_user_content(q.question, q.privacy_items) for q in qs]
+    sent = [q.question for q in qs]  # the raw question: a leak by construction
     outs = await ctx.llm.generate([_conv(system, s) for s in sent], _params(ctx, "llm", ["</answer>"]))
     trajs = []
     for q, s, c in zip(qs, sent, outs, strict=True):
@@ -123,7 +124,7 @@ async def _llm_alone(ctx: StrategyContext, qs: list[Question], name: str) -> lis
 
 async def _static_rewrite(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
     rewrites = await ctx.slm.generate(
-        [_conv(load_prompt("slm_rewrite"), slm_user_content(q.question, q.privacy_items)) for q in qs],
+        [_conv(load_prompt("slm_rewrite"), q.question) for q in qs],
         _params(ctx, "slm", ["</message>"]))
     trajs = [_traj(ctx, q, "static_rewrite") for q in qs]
     guard = _guard(ctx)
@@ -133,21 +134,17 @@ async def _static_rewrite(ctx: StrategyContext, qs: list[Question]) -> list[Traj
         msg = (m.group(1) if m else c.text).strip() or q.question
         t.turns.append(_turn("slm", c, protocol.MESSAGE, msg, errors=[] if m else ["no <message>"]))
         if guard is not None:
-            g = guard.check(msg, q.privacy_items)
+            g = guard.check(msg, q.privacy_items, q.meta.get("private_terms"))
             t.turns[-1].guard = g.action
             msg = g.text if g.allowed else "(withheld)"
         sent.append(msg)
-    facts = [ctx.grounder(s) if ctx.grounder else [] for s in sent]
-    from seekhelp.conversation import grounding_block
-
-    replies = await ctx.llm.generate(
-        [_conv(load_prompt("llm_tool") + grounding_block(f), s) for s, f in zip(sent, facts, strict=True)],
-        _params(ctx, "llm", list(protocol.LLM_STOP)))
+    replies = await ctx.llm.generate([_conv(load_prompt("llm_tool"), s) for s in sent],
+                                     _params(ctx, "llm", list(protocol.LLM_STOP)))
     composes = []
     for q, t, s, c in zip(qs, trajs, sent, replies, strict=True):
         p = protocol.parse_llm_turn(c.text)
         t.turns.append(_turn("llm", c, protocol.INFORMATION, p.content, sent=s, errors=p.errors, think=p.reasoning))
-        notes = f"{slm_user_content(q.question, q.privacy_items)}\n\nExpert notes:\n{p.content}"
+        notes = f"{q.question}\n\nExpert notes:\n{p.content}"
         composes.append(_conv(load_prompt("slm_compose"), notes))
     finals = await ctx.slm.generate(composes, _params(ctx, "slm", ["</answer>"]))
     for t, r, c in zip(trajs, replies, finals, strict=True):
@@ -159,7 +156,7 @@ async def _static_rewrite(ctx: StrategyContext, qs: list[Question]) -> list[Traj
 
 async def _cascade(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
     outs = await ctx.slm.generate(
-        [_conv(load_prompt("slm_confident"), slm_user_content(q.question, q.privacy_items)) for q in qs],
+        [_conv(load_prompt("slm_confident"), q.question) for q in qs],
         _params(ctx, "slm", ["</confidence>"]))
     trajs, defer = [], []
     for q, c in zip(qs, outs, strict=True):
@@ -184,7 +181,7 @@ async def _cascade(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]
 
 
 async def _plan_execute(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
-    sent = [slm_user_content(q.question, q.privacy_items) for q in qs]
+    sent = [q.question for q in qs]  # the raw question goes to the planner: a leak by construction
     plans = await ctx.llm.generate([_conv(load_prompt("llm_plan"), s) for s in sent],
                                    _params(ctx, "llm", ["</information>"]))
     trajs, execs = [], []
@@ -224,4 +221,5 @@ _RUNNERS: dict[str, Callable[[StrategyContext, list[Question]], Awaitable[list[T
 async def run_strategy(name: str, ctx: StrategyContext, questions: list[Question]) -> list[Trajectory]:
     if name not in _RUNNERS:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    ctx = replace(ctx, llm=grounded(ctx.llm, ctx.grounder), grounder=None)  # one grounding for every strategy
     return await _RUNNERS[name](ctx, questions)

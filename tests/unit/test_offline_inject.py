@@ -1,10 +1,11 @@
 """The deterministic privacy injector for geography seeds."""
 
+import re
 from collections import Counter, defaultdict
 
 import pytest
 
-from pipelines.offline_inject import EASY, HARD, InjectResult, answer_in, inject
+from pipelines.offline_inject import HARD, InjectResult, answer_in, inject
 from pipelines.seeds import Seed, offline_seeds
 from seekhelp.knowledge import fold
 from seekhelp.records import Question
@@ -33,7 +34,7 @@ def test_answers_identical_and_metadata(seeds, result):
         assert q.answers == s.answers and q.original_question == s.question
         assert q.source == "geo" and q.split == s.split and q.meta["entities"] == s.meta["entities"]
         assert q.meta["hops"] == s.meta["hops"] and q.meta["subquestions"] == [h["question"] for h in s.meta["hops"]]
-        assert isinstance(q.meta["easy_hint"], bool)
+        assert "easy_hint" not in q.meta  # easy = the SLM alone answers correctly, measured per SLM, not guessed
 
 
 def test_answer_never_in_question(result):
@@ -51,12 +52,16 @@ def test_privacy_items_are_about_the_user(result):
         assert name and name[0] in q.question and any(name[0] in i for i in q.privacy_items)
 
 
-def test_easy_questions_carry_the_answer_in_private_facts(result):
-    easy = [q for q in result.questions if q.meta["easy_hint"]]
-    assert 0.18 < len(easy) / len(result.questions) < 0.32
+def test_every_private_fact_is_woven_into_the_question(result):
+    """The SLM reads the question alone, so each item's names and places must be in the question text, and no
+    item may name the answer (it would be a hint the SLM never sees)."""
     for q in result.questions:
-        in_items = answer_in(" ".join(q.privacy_items), q.answers)
-        assert (in_items is not None) == q.meta["easy_hint"], q.to_dict()
+        text = fold(q.question)
+        for item in q.privacy_items:
+            words = re.findall(r"[^\W\d_]+", item)
+            proper = [w for w in words[1:] if w[:1].isupper()]
+            assert all(fold(w) in text for w in proper), (item, q.question)
+        assert answer_in(" ".join(q.privacy_items), q.answers) is None, q.to_dict()
 
 
 def test_rejections_have_reasons(result):
@@ -72,11 +77,11 @@ def test_non_geo_seed_is_rejected():
 
 
 def test_templates_and_variety(result):
-    assert all(len(HARD[p]) >= 6 for p in HARD) and all(len(EASY[p]) >= 2 for p in EASY)
+    assert all(len(HARD[p]) >= 6 for p in HARD)
     used = defaultdict(set)
     for q in result.questions:
         used[q.meta["property"]].add(q.meta["template"])
-    assert all(len(used[p]) >= 8 for p in HARD), {p: len(v) for p, v in used.items()}
+    assert all(len(used[p]) >= 6 for p in HARD), {p: len(v) for p, v in used.items()}
     people = Counter(t for q in result.questions for t in q.meta["private_terms"] if " " in t)
     assert len(people) > 0.9 * len(result.questions)  # names rarely repeat
     assert len({q.question for q in result.questions}) == len(result.questions)

@@ -3,7 +3,7 @@
 import pytest
 
 from pipelines.offline_inject import inject
-from pipelines.offline_teacher import teach, teacher_messages, teacher_trajectories, user_content
+from pipelines.offline_teacher import teach, teacher_messages, teacher_trajectories
 from pipelines.seeds import offline_seeds
 from seekhelp.protocol import parse_llm_turn, parse_slm_turn, render_agent_reply, validate_dialogue
 from seekhelp.records import Question, Trajectory
@@ -58,20 +58,17 @@ def test_turns_alternate_and_sent_is_the_message(pairs):
                 assert cur.sent == prev.content and prev.action == "message"
 
 
-def test_easy_and_hard_shapes(pairs):
+def test_dialogue_shapes(pairs):
     for q, t in pairs:
-        if q.meta["easy_hint"]:
-            assert len(t.turns) == 1 and t.n_llm_calls == 0
-        else:
-            assert 1 <= t.n_llm_calls <= len(q.meta["hops"])
-            info = " ".join(x.content for x in t.turns if x.role == "llm")
-            assert all(h["fact"] in info for h in q.meta["hops"])
-    two_hop = [t.n_llm_calls for q, t in pairs if len(q.meta["hops"]) == 2 and not q.meta["easy_hint"]]
+        assert 1 <= t.n_llm_calls <= len(q.meta["hops"])
+        info = " ".join(x.content for x in t.turns if x.role == "llm")
+        assert all(h["fact"] in info for h in q.meta["hops"])
+    two_hop = [t.n_llm_calls for q, t in pairs if len(q.meta["hops"]) == 2]
     assert {1, 2} <= set(two_hop)  # both one combined message and one message per hop occur
 
 
 def test_samples_vary_and_are_deterministic(questions):
-    hard = [q for q in questions if not q.meta["easy_hint"]][:20]
+    hard = questions[:20]
     runs = [teacher_trajectories(q, n=4, seed=0) for q in hard]
     assert all([t.sample_index for t in ts] == [0, 1, 2, 3] for ts in runs)
     assert all(len({t.id for t in ts}) == 4 for ts in runs)
@@ -86,17 +83,10 @@ def test_teacher_messages(pairs):
     msgs = teacher_messages(q, t, "You are the small model.")
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
     assert msgs[0]["content"] == "You are the small model."
-    lines = msgs[1]["content"].split("\n")
-    assert lines[0] == q.question and lines[1] == "" and lines[2] == "Private facts:"
-    assert lines[3:] == [f"- {item}" for item in q.privacy_items]
+    assert msgs[1]["content"] == q.question  # the question alone: privacy items are labels, never prompt text
     assert msgs[2]["content"] == t.turns[0].raw
     assert msgs[3]["content"] == render_agent_reply("information", t.turns[1].content)
     assert msgs[-1]["content"].endswith(f"<answer>{q.answers[0]}</answer>")
-
-
-def test_user_content_without_private_facts():
-    q = Question("What is the capital of Peru?", ["Lima"])
-    assert user_content(q) == "What is the capital of Peru?"
 
 
 def test_question_without_decomposition():

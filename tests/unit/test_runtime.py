@@ -59,7 +59,11 @@ def test_guard_blocks_a_leaking_message_before_it_reaches_the_endpoint():
 
 
 def test_all_slm_turns_of_a_step_are_one_batch_and_n_max_stops_endless_askers():
-    always_ask = ScriptedSLM(lambda conv: protocol.render_slm_turn("hmm", "message", "Tell me about rivers."))
+    def ask_again(conv):  # a new request every turn (an identical one would end the episode, see below)
+        k = sum(1 for m in conv if m["role"] == "assistant")
+        return protocol.render_slm_turn("hmm", "message", f"Tell me about river number {k}.")
+
+    always_ask = ScriptedSLM(ask_again)
     qs = [Question(question=f"Question number {i}?", answers=["x"]) for i in range(5)]
     with ScriptedServer() as server:
         trajs = Runtime(always_ask, _backend(server), RuntimeConfig(n_max=3, guard="off")).run(qs)
@@ -67,6 +71,39 @@ def test_all_slm_turns_of_a_step_are_one_batch_and_n_max_stops_endless_askers():
     assert all(t.stop_reason == "n_max" and t.n_llm_calls == 3 and not t.format_ok for t in trajs)
     assert len(server.requests) == 15
     assert len({t.id for t in trajs}) == 5
+
+
+def test_a_repeated_blocked_message_ends_the_episode_and_the_slm_is_told_why():
+    seen = []
+
+    def stubborn(conv):
+        seen.append(conv[-1]["content"])
+        return protocol.render_slm_turn("ask", "message", "Does Ana like Peru?")
+
+    with ScriptedServer() as server:
+        (traj,) = Runtime(ScriptedSLM(stubborn), _backend(server), RuntimeConfig(n_max=4, guard="block")).run(
+            [PRIVATE_Q])
+    assert server.requests == [] and traj.stop_reason == "repeat"
+    assert [t.role for t in traj.turns] == ["slm", "guard", "slm"]
+    notice = traj.turns[1].content
+    assert "named one of the user's people" in notice and "Ana" not in notice
+    assert seen[1] == protocol.render_agent_reply("information", notice)
+    assert traj.attempted == ["Does Ana like Peru?", "Does Ana like Peru?"] and traj.messages == []
+
+
+def test_a_tool_that_may_not_ask_back_is_shown_as_information_when_it_replies():
+    def slm(conv):
+        if any(m["content"].startswith("<agent-reply>") for m in conv if m["role"] == "user"):
+            assert conv[-1]["content"].startswith("<agent-reply><information>")  # never a <need>
+            return protocol.render_slm_turn("ok", "answer", "Lima")
+        return protocol.render_slm_turn("ask", "message", "Which capital?")
+
+    with ScriptedServer(reply=lambda m: "<need>Which country?</need>") as server:
+        cfg = RuntimeConfig(guard="off", llm_can_ask=False)
+        (traj,) = Runtime(ScriptedSLM(slm), _backend(server), cfg).run([PRIVATE_Q])
+    llm = traj.turns[1]
+    assert llm.action == "information" and llm.content == "Which country?" and llm.errors
+    assert traj.final_answer == "Lima"
 
 
 def test_unparseable_slm_output_ends_the_episode_as_a_format_error():

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from seekhelp.conversation import slm_user_content
 from seekhelp.protocol import render_agent_reply, render_slm_turn
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -19,8 +18,7 @@ SYSTEM = "You are the small on-device assistant. Think, ask the expert for gener
 
 def _dialogue(i: int) -> list[dict]:
     city, country = [("Lyon", "France"), ("Porto", "Portugal"), ("Graz", "Austria"), ("Turku", "Finland")][i % 4]
-    question = slm_user_content(f"My friend number {i} lives in {city}. Which country does my friend live in?",
-                                [f"The user's friend number {i} lives in {city}."])
+    question = f"My friend number {i} lives in {city}. Which country does my friend live in?"
     if i % 2:  # answered alone
         turns = [{"role": "assistant", "content": render_slm_turn("I know this one.", "answer", country)}]
     else:

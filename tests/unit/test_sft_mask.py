@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 
-from seekhelp.conversation import slm_user_content
 from seekhelp.prompts import load_prompt
 from seekhelp.protocol import render_agent_reply, render_slm_turn
 
@@ -14,12 +13,13 @@ REPLY = ("Lyon is a city in east-central France, at the confluence of the Rhône
 
 
 def dialogue() -> list[dict]:
-    question = "My sister Maren moved to a city on the Rhône last spring. In which country does my sister live now?"
+    question = ("My sister Maren Holt, a violin teacher, moved to Lyon last spring. In which country does my sister "
+                "live now?")
     return [
         {"role": "system", "content": load_prompt("slm_dynamic")},
-        {"role": "user", "content": slm_user_content(question, PRIVATE)},
+        {"role": "user", "content": question},  # privacy items are labels, never prompt text
         {"role": "assistant", "content": render_slm_turn(
-            "The private facts say my sister lives in Lyon. I am not sure which country Lyon is in, so I ask the "
+            "The question says my sister lives in Lyon. I am not sure which country Lyon is in, so I ask the "
             "expert a general question without naming her.", "message", "Which country is the city of Lyon in?")},
         {"role": "user", "content": render_agent_reply("information", REPLY)},
         {"role": "assistant", "content": render_slm_turn(
@@ -106,10 +106,10 @@ def test_trained_tokens_decode_to_the_slm_turns(prepared):
     trained = tok.decode([t for t, label in zip(input_ids, labels, strict=True) if label != -100])
     expected = "".join(m["content"] + "<|im_end|>" for m in messages if m["role"] == "assistant")
     assert trained == expected
-    for secret in [*PRIVATE, REPLY, "<agent-reply>", "<information>", "Private facts:", "In which country"]:
+    for secret in [*PRIVATE, REPLY, "<agent-reply>", "<information>", "In which country"]:
         assert secret not in trained
     masked = tok.decode([t for t, label in zip(input_ids, labels, strict=True) if label == -100])
-    for secret in [*PRIVATE, REPLY, "<agent-reply><information>"]:
+    for secret in [messages[1]["content"], REPLY, "<agent-reply><information>"]:
         assert secret in masked
 
 

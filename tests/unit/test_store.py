@@ -358,7 +358,8 @@ def test_export_sft(db, tmp_path):
     m0 = rows[t0.id]["messages"]
     assert [m["role"] for m in m0] == ["system", "user", "assistant", "user", "assistant", "user", "assistant"]
     assert m0[0]["content"] == "SYSTEM"
-    assert m0[1]["content"] == f"{q0.question}\n\nPrivate facts:\n- {q0.privacy_items[0]}"
+    assert m0[1]["content"] == q0.question  # privacy items are labels, never prompt text
+    assert all(item not in json.dumps(m0) for item in q0.privacy_items)
     assert m0[2]["content"] == SLM_MSG
     assert m0[3]["content"] == render_agent_reply("information", "fact 0")
     assert m0[3]["content"].startswith("<agent-reply><information>")

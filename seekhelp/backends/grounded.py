@@ -1,0 +1,53 @@
+"""The grounded expert: any LLM backend, with retrieved facts for exactly the text each call sends.
+
+Offline, the LLM role is a small model that knows few facts, so it is given retrieved knowledge-base facts in its
+system prompt (never the user's question or private facts, only what the call itself carries). Grounding is a
+property of the ENDPOINT, not of a strategy: every strategy that talks to a grounded endpoint goes through this one
+wrapper, so `llm_direct` (the raw question), `plan_execute` (the plan request), `cascade` (the delegated question)
+and `dynamic` (each message) all get facts retrieved for the very text they send, the same way.
+"""
+
+from collections.abc import Callable
+
+from seekhelp.backends.base import ChatBackend, Completion, GenParams, Message
+
+GROUNDING_HEADER = "Reference notes you may rely on:"
+
+
+def grounding_block(facts: list[str]) -> str:
+    if not facts:
+        return ""
+    return f"\n\n{GROUNDING_HEADER}\n" + "\n".join(f"- {f}" for f in facts)
+
+
+def ground_conversation(conv: list[Message], grounder: Callable[[str], list[str]]) -> list[Message]:
+    """The conversation with facts for its last user message appended to the system prompt (added if absent)."""
+    text = next((str(m.get("content") or "") for m in reversed(conv) if m.get("role") == "user"), "")
+    block = grounding_block(grounder(text) if text.strip() else [])
+    if not block:
+        return list(conv)
+    if conv and conv[0].get("role") == "system":
+        return [{**conv[0], "content": str(conv[0].get("content") or "") + block}, *conv[1:]]
+    return [{"role": "system", "content": block.strip()}, *conv]
+
+
+class GroundedBackend:
+    """Wraps a ChatBackend; every conversation is grounded on its own last user message before it is sent."""
+
+    def __init__(self, inner: ChatBackend, grounder: Callable[[str], list[str]]):
+        self.inner, self.grounder = inner, grounder
+        self.name = inner.name
+
+    async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
+        return await self.inner.generate([ground_conversation(c, self.grounder) for c in conversations], params)
+
+    async def aclose(self) -> None:
+        if hasattr(self.inner, "aclose"):
+            await self.inner.aclose()
+
+
+def grounded(llm: ChatBackend, grounder: Callable[[str], list[str]] | None) -> ChatBackend:
+    """`llm` grounded by `grounder` (None: `llm` as it is; an already grounded backend is not wrapped twice)."""
+    if grounder is None or isinstance(llm, GroundedBackend):
+        return llm
+    return GroundedBackend(llm, grounder)
