@@ -219,3 +219,28 @@ def hashed_token_embed(texts: list[str], dim: int = 512) -> list[np.ndarray]:
         toks = normalize_answer(t).split()
         out.append(np.stack([_hash_vector([w], dim) for w in toks]) if toks else np.zeros((0, dim)))
     return out
+
+
+# ---------------------------------------------------------------------------------------------- intervals
+def bootstrap_ci(values: Sequence[float], stat: Callable[[np.ndarray], float] | None = None, n_boot: int = 2000,
+                 level: float = 0.95, seed: int = 0) -> tuple[float, float] | None:
+    """Percentile bootstrap interval of ``stat`` (default: the mean) over per-question values; None when empty.
+
+    Rows are resampled with replacement ``n_boot`` times from a fixed seed, so the same values always give the
+    same interval. ``values`` may be a 2-D array (one row per question) for statistics of several columns, such
+    as INScore over (is_easy, asked) pairs."""
+    arr = np.asarray(values, dtype=float)
+    if arr.shape[0] == 0:
+        return None
+    idx = np.random.default_rng(seed).integers(0, arr.shape[0], size=(n_boot, arr.shape[0]))
+    draws = arr[idx].mean(axis=1) if stat is None else np.array([stat(arr[i]) for i in idx], dtype=float)
+    draws = draws[~np.isnan(draws)]
+    if draws.size == 0:
+        return None
+    tail = (1.0 - level) / 2.0
+    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1.0 - tail))
+
+
+def inscore_of(pairs: np.ndarray) -> float:
+    """INScore of an array of (is_easy, asked) rows, as ``inscore`` computes it (NaN when both classes are empty)."""
+    return float(inscore([{"is_easy": bool(e), "asked": bool(a)} for e, a in pairs])["inscore"])

@@ -4,9 +4,15 @@ Units: em, f1, f_bert and priv_sample in percent (0..100); inscore, recall_easy,
 avg_turns = mean LLM calls per question (a direct LLM answer counts 1); tokens are totals over the run; cost in
 USD from a price table in USD per 1M tokens, looked up by the trajectory's model names (an unpriced model is free).
 
-Privacy per sample: a strategy that sent the raw question leaks by construction; otherwise the LLM judge's verdict
-when there is one, else the deterministic detector (seekhelp.judging.leaked_items). A sample that sent nothing
-never leaks. "Asked" (for INScore) = at least one LLM call, or a request the guard stopped before it left.
+Privacy per sample, on both sides of the guard: ``priv_sample`` (attempted leak %, the paper's Priv_sample: the
+policy's own privacy) judges what the policy TRIED to send; ``priv_sent`` (sent leak %) what left the device. A
+strategy that forwarded the raw question leaks by construction; otherwise the LLM judge's verdict when there is one
+(it judges the attempted requests), else the deterministic detector (seekhelp.judging.leaked_items). A sample
+that tried to send nothing never leaks. "Asked" (for INScore) = at least one LLM call, or a request the guard
+stopped before it left.
+
+Every rate comes with its n and a 95% percentile bootstrap interval over questions (``row["ci"]``), and EM and
+LLM calls are also given separately on easy and hard questions (easy = that run's SLM alone answers correctly).
 """
 
 import math
@@ -20,22 +26,25 @@ from seekhelp import metrics
 from seekhelp.judging import leaked_items
 from seekhelp.records import Question, Trajectory
 
-EASY_SOURCES = ("slm_cot run", "store easy table", "question meta easy_hint")
+EASY_SOURCES = ("slm_cot run", "store easy table", "no label (hard)")
 
 
 def asked(t: Trajectory) -> bool:
     return t.n_llm_calls > 0 or any(x.role == "slm" and x.action == "message" for x in t.turns)
 
 
-def leak_of(t: Trajectory, q: Question, judge: bool | None = None) -> tuple[bool, str]:
-    """(leaked?, where the verdict came from: raw | none | judge | detector)."""
+def leak_of(t: Trajectory, q: Question, judge: bool | None = None, sent: bool = False) -> tuple[bool, str]:
+    """(leaked?, where the verdict came from: raw | none | judge | detector), on what the policy tried to send
+    (``sent=False``) or on what left the device (``sent=True``; the judge's verdict on the attempt stands for it
+    only when the guard changed nothing)."""
     if t.raw_question_sent:
         return True, "raw"
-    if not t.messages:
+    msgs = t.messages if sent else t.attempted
+    if not msgs:
         return False, "none"
-    if judge is not None:
+    if judge is not None and (not sent or t.messages == t.attempted):
         return bool(judge), "judge"
-    return bool(leaked_items(q, t)), "detector"
+    return bool(leaked_items(q, t, sent=sent)), "detector"
 
 
 def cost_usd(t: Trajectory, prices: Mapping[str, Mapping[str, float]]) -> float:
@@ -55,14 +64,14 @@ class EasyLabels:
 
 def easy_labels(questions: Sequence[Question], solo: Mapping[str, bool] | None = None,
                 stored: Mapping[str, bool] | None = None) -> EasyLabels:
-    """Easy = the SLM alone answers correctly: its slm_cot run in this eval, else the store's `easy` table,
-    else the question's meta easy_hint (the generator's guess), question by question."""
+    """Easy = the SLM alone answers correctly: its slm_cot run in this eval (the harness adds one for every SLM),
+    else the store's `easy` table, else hard, question by question."""
     flags, used = {}, []
     for q in questions:
         name = next((n for n, table in ((EASY_SOURCES[0], solo), (EASY_SOURCES[1], stored))
                      if table and q.id in table), EASY_SOURCES[2])
         table = {EASY_SOURCES[0]: solo, EASY_SOURCES[1]: stored}.get(name)
-        flags[q.id] = bool(table[q.id]) if table else bool((q.meta or {}).get("easy_hint", False))
+        flags[q.id] = bool(table[q.id]) if table else False
         if name not in used:
             used.append(name)
     return EasyLabels(flags, " + ".join(used) or EASY_SOURCES[2])
@@ -86,7 +95,10 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
     em = [metrics.exact_match(t.final_answer, q.answers) for t, q in zip(trajs, qs, strict=True)]
     f1 = [metrics.f1(t.final_answer, q.answers) for t, q in zip(trajs, qs, strict=True)]
     leaks = [leak_of(t, q, judge.get(t.id)) for t, q in zip(trajs, qs, strict=True)]
-    ins = metrics.inscore([{"is_easy": bool(easy.get(t.question_id)), "asked": asked(t)} for t in trajs])
+    sent_leaks = [leak_of(t, q, judge.get(t.id), sent=True)[0] for t, q in zip(trajs, qs, strict=True)]
+    easy_flags = [bool(easy.get(t.question_id)) for t in trajs]
+    asks = [asked(t) for t in trajs]
+    ins = metrics.inscore([{"is_easy": e, "asked": a} for e, a in zip(easy_flags, asks, strict=True)])
     row: dict[str, Any] = {
         "n": n,
         "em": 100.0 * sum(em) / n,
@@ -99,6 +111,7 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         "n_easy": ins["n_easy"],
         "priv_sim": None,
         "priv_sample": metrics.priv_sample([flag for flag, _ in leaks]),
+        "priv_sent": metrics.priv_sample(sent_leaks),
         "leak_sources": {s: sum(1 for _, x in leaks if x == s) for s in ("raw", "judge", "detector", "none")},
         "slm_prompt_tokens": sum(t.tokens("slm")[0] for t in trajs),
         "slm_completion_tokens": sum(t.tokens("slm")[1] for t in trajs),
@@ -107,6 +120,11 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         "cost_usd": sum(cost_usd(t, prices) for t in trajs),
         "format_ok": 100.0 * sum(t.format_ok for t in trajs) / n,
     }
+    calls = [float(t.n_llm_calls) for t in trajs]
+    row.update(_split_rows(em, calls, easy_flags))
+    row["ci"] = _intervals({"em": em, "format_ok": [float(t.format_ok) for t in trajs], "avg_turns": calls,
+                            "priv_sample": [float(f) for f, _ in leaks], "priv_sent": [float(f) for f in sent_leaks],
+                            "asked": [float(a) for a in asks]}, easy_flags, asks, em, calls)
     if bertscore is not None:
         pairs = [(t.final_answer or "", g) for t, q in zip(trajs, qs, strict=True) for g in (q.answers or [""])]
         scores = bertscore([c for c, _ in pairs], [r for _, r in pairs]) if pairs else []
@@ -120,6 +138,40 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         row["priv_sim"] = metrics.priv_sim([t.messages for t in trajs], [q.privacy_items for q in qs],
                                            sim_fn=sim_matrix)
     return row
+
+
+_PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "asked", "em_easy", "em_hard"}
+
+
+def _ci(values: Sequence[float], key: str) -> list[float] | None:
+    got = metrics.bootstrap_ci(values)
+    scale = 100.0 if key in _PERCENT else 1.0
+    return None if got is None else [scale * got[0], scale * got[1]]
+
+
+def _split_rows(em: Sequence[float], calls: Sequence[float], easy: Sequence[bool]) -> dict[str, Any]:
+    """EM % and mean LLM calls on easy and on hard questions (None where a class is empty)."""
+    out: dict[str, Any] = {}
+    for name, want in (("easy", True), ("hard", False)):
+        idx = [i for i, e in enumerate(easy) if e == want]
+        out[f"n_{name}"] = len(idx)
+        out[f"em_{name}"] = 100.0 * sum(em[i] for i in idx) / len(idx) if idx else None
+        out[f"calls_{name}"] = sum(calls[i] for i in idx) / len(idx) if idx else None
+    return out
+
+
+def _intervals(columns: Mapping[str, Sequence[float]], easy: Sequence[bool], asks: Sequence[bool],
+               em: Sequence[float], calls: Sequence[float]) -> dict[str, list[float] | None]:
+    """95% bootstrap intervals of every rate of the row (same units as the row)."""
+    out = {k: _ci(v, k) for k, v in columns.items()}
+    pairs = np.array([[float(e), float(a)] for e, a in zip(easy, asks, strict=True)])
+    got = metrics.bootstrap_ci(pairs, metrics.inscore_of) if len(pairs) else None
+    out["inscore"] = None if got is None else list(got)
+    for name, want in (("easy", True), ("hard", False)):
+        idx = [i for i, e in enumerate(easy) if e == want]
+        out[f"em_{name}"] = _ci([em[i] for i in idx], f"em_{name}")
+        out[f"calls_{name}"] = _ci([calls[i] for i in idx], f"calls_{name}")
+    return out
 
 
 def macro_average(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

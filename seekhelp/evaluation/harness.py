@@ -33,12 +33,15 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
     recall_hard DOUBLE, priv_sim DOUBLE, priv_sample DOUBLE, slm_prompt_tokens BIGINT, slm_completion_tokens BIGINT,
     llm_prompt_tokens BIGINT, llm_completion_tokens BIGINT, cost_usd DOUBLE, wall_s DOUBLE, easy_source VARCHAR,
     created_at TIMESTAMP, format_ok DOUBLE, PRIMARY KEY (eval_id, run_name, dataset));
-ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS format_ok DOUBLE;  -- stores made before it was recorded
 """
+# columns added after the first layout (older stores get them on the next eval)
+_ADDED = {"format_ok": "DOUBLE", "priv_sent": "DOUBLE", "n_easy": "INTEGER", "n_hard": "INTEGER",
+          "em_easy": "DOUBLE", "em_hard": "DOUBLE", "calls_easy": "DOUBLE", "calls_hard": "DOUBLE", "ci": "VARCHAR"}
+EVAL_METRICS_DDL += "".join(f"ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in _ADDED.items())
 METRIC_COLUMNS = ["eval_id", "run_name", "kind", "strategy", "slm", "llm", "dataset", "n", "em", "f1", "f_bert",
                   "avg_turns", "inscore", "recall_easy", "recall_hard", "priv_sim", "priv_sample", "slm_prompt_tokens",
                   "slm_completion_tokens", "llm_prompt_tokens", "llm_completion_tokens", "cost_usd", "wall_s",
-                  "easy_source", "format_ok"]
+                  "easy_source", *_ADDED]
 _ROUND_RE = re.compile(r"round-(\d+)$")
 
 
@@ -230,7 +233,7 @@ async def llm_judge(store, recipe: EvalRecipe, endpoints: Endpoints, results, qu
     from seekhelp.leak_judge import JUDGE_SCHEMA, judge_leaks
 
     spec = recipe.judge
-    queues = [[t for t in trajs if t.messages and not t.raw_question_sent and questions[t.question_id].privacy_items]
+    queues = [[t for t in trajs if t.attempted and not t.raw_question_sent and questions[t.question_id].privacy_items]
               for _, _, _, trajs, _ in results]
     todo: list[Trajectory] = []
     while any(queues) and (spec.limit is None or len(todo) < spec.limit):
@@ -244,13 +247,30 @@ async def llm_judge(store, recipe: EvalRecipe, endpoints: Endpoints, results, qu
     params = GenParams(max_new_tokens=spec.max_new_tokens, temperature=0.0,
                        json_schema=JUDGE_SCHEMA if structured else None)
     verdicts = await judge_leaks(endpoints.backend(spec.endpoint),
-                                 [(t.messages, questions[t.question_id].privacy_items) for t in todo], params)
+                                 [(t.attempted, questions[t.question_id].privacy_items) for t in todo], params)
     store.add_judgments([{"trajectory_id": t.id, "judge": "leak_judge",
                           "value": None if v.leak is None else float(v.leak),
                           "label": "error" if v.leak is None else ("leak" if v.leak else "clean"),
                           "details": json.dumps({"items": v.leaked_items, "reason": v.reason[:500], "error": v.error})}
                          for t, v in zip(todo, verdicts, strict=True)], run_id)
     return {t.id: v.leak for t, v in zip(todo, verdicts, strict=True)}
+
+
+def with_easy_probes(plan: list[tuple[str, RunSpec, str]]) -> list[tuple[str, RunSpec, str]]:
+    """The plan with an slm_cot run for every SLM that has none, placed before that SLM's first run.
+
+    "Easy" is the paper's definition, the SLM alone answers correctly, measured per SLM: every row of the report
+    (base, SFT, RL, baselines) takes its easy/hard labels from the slm_cot run of its own SLM."""
+    have = {slm for _, run, slm in plan if run.strategy == "slm_cot"}
+    out = []
+    for kind, run, slm in plan:
+        if slm not in have:
+            have.add(slm)
+            tag = run.name.rsplit("(", 1)[1].rstrip(")") if run.name.endswith(")") and "(" in run.name \
+                else Path(slm).name
+            out.append(("run", RunSpec(name=f"slm_cot ({tag})", strategy="slm_cot", slm=slm, llm=run.llm), slm))
+        out.append((kind, run, slm))
+    return out
 
 
 def stored_easy(store, slm: str) -> dict[str, bool]:
@@ -270,7 +290,8 @@ async def _run_all(recipe, store, endpoints, slms, plan, questions, run_id, prog
             from seekhelp.strategies import StrategyContext, run_strategy
 
             ctx = StrategyContext(slm=slms.get(slm), llm=llm, grounder=endpoints.grounder(e),
-                                  config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard),
+                                  config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
+                                                 run_tag=run.name),  # two runs never share trajectory ids
                                   cascade_threshold=run.cascade_threshold)
             t0 = time.perf_counter()
             trajs = await run_strategy(run.strategy, ctx, list(questions.values()))
@@ -316,6 +337,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
             skipped.append({"name": run.name, "slm": run.slm})
         else:
             plan.append((kind, run, slm))
+    plan = with_easy_probes(plan)
     with Store(recipe.store) as store, contextlib.ExitStack() as stack:
         store.con.execute(EVAL_METRICS_DDL)
         datasets = load_datasets(store, recipe)
@@ -346,6 +368,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
             if len(per_ds) > 1:
                 per_ds.append({"dataset": "macro-avg", **aggregate.macro_average(per_ds)})
             for m in per_ds:
+                m["ci"] = json.dumps(m.get("ci") or {})
                 rows.append({**m, "eval_id": eval_id, "run_name": run.name, "kind": kind, "strategy": run.strategy,
                              "slm": slm, "llm": trajs[0].llm if trajs else "", "easy_source": labels.source})
         with store.transaction() as con:

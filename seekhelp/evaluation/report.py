@@ -5,6 +5,7 @@ Rows are the dicts the harness writes to `eval_metrics` (run_name, kind, strateg
 is optional, so a report can be rebuilt from stored rows alone.
 """
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -12,8 +13,10 @@ from typing import Any
 
 from seekhelp.evaluation import plots
 
-COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM %", "F1 %", "F_BERT %", "well-formed %", "turns", "INScore",
-           "Priv_sim", "Priv_sample %", "SLM tok/q", "LLM tok/q", "cost $", "wall s")
+COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM % [95% CI]", "EM easy % (n)", "EM hard % (n)",
+           "well-formed %", "LLM calls [95% CI]", "calls easy / hard", "INScore [95% CI]",
+           "attempted leak % [95% CI]", "sent leak % [95% CI]", "Priv_sim", "F_BERT %", "SLM tok/q", "LLM tok/q",
+           "cost $", "wall s")
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -24,15 +27,36 @@ def _f(v: Any, digits: int = 1) -> str:
     return str(v)
 
 
+def _ci_of(r: dict, key: str) -> list[float] | None:
+    ci = r.get("ci")
+    if isinstance(ci, str):
+        ci = json.loads(ci or "{}")
+    return (ci or {}).get(key)
+
+
+def _with_ci(r: dict, key: str, digits: int = 1) -> str:
+    """The value with its 95% bootstrap interval: "45.0 [32.1, 58.3]"."""
+    ci = _ci_of(r, key)
+    if r.get(key) is None:
+        return "–"
+    return _f(r.get(key), digits) + ("" if ci is None else f" [{_f(ci[0], digits)}, {_f(ci[1], digits)}]")
+
+
+def _split(r: dict, name: str) -> str:
+    n = r.get(f"n_{name}")
+    return "–" if not n else f"{_f(r.get(f'em_{name}'), 0)} ({n})"
+
+
 def _table_row(r: dict) -> str:
     n = max(1, r.get("n") or 1)
     slm_tok = ((r.get("slm_prompt_tokens") or 0) + (r.get("slm_completion_tokens") or 0)) / n
     cost = r.get("cost_usd")
-    cells = [r["run_name"], r["strategy"], f"`{r.get('slm', '')}`", r.get("llm", ""), r.get("n"), _f(r.get("em")),
-             _f(r.get("f1")), _f(r.get("f_bert")), _f(r.get("format_ok")), _f(r.get("avg_turns"), 2),
-             _f(r.get("inscore"), 2), _f(r.get("priv_sim"), 2), _f(r.get("priv_sample")), _f(slm_tok, 0),
-             _f(plots.llm_tokens_per_q(r), 0),
-             "–" if cost is None else f"{cost:.4f}", _f(r.get("wall_s"))]
+    calls = f"{_f(r.get('calls_easy'), 2)} / {_f(r.get('calls_hard'), 2)}"
+    cells = [r["run_name"], r["strategy"], f"`{r.get('slm', '')}`", r.get("llm", ""), r.get("n"),
+             _with_ci(r, "em"), _split(r, "easy"), _split(r, "hard"), _f(r.get("format_ok")),
+             _with_ci(r, "avg_turns", 2), calls, _with_ci(r, "inscore", 2), _with_ci(r, "priv_sample"),
+             _with_ci(r, "priv_sent"), _f(r.get("priv_sim"), 2), _f(r.get("f_bert")), _f(slm_tok, 0),
+             _f(plots.llm_tokens_per_q(r), 0), "–" if cost is None else f"{cost:.4f}", _f(r.get("wall_s"))]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
@@ -75,7 +99,8 @@ def _setup_lines(setup: dict, rows: Sequence[dict]) -> list[str]:
         if r["run_name"] not in by_source[r.get("easy_source") or "unknown"]:
             by_source[r.get("easy_source") or "unknown"].append(r["run_name"])
     for src, names in by_source.items():
-        out.append(f"- Easy/hard labels for INScore from **{src}**: {', '.join(names)}")
+        out.append(f"- Easy/hard labels (INScore, the easy/hard columns) from **{src}** of each row's own SLM: "
+                   f"{', '.join(names)}")
     easy = {(r.get("slm"), r.get("easy_source")): (r["n_easy"], r.get("n")) for r in rows
             if r.get("n_easy") is not None and r["dataset"] == primary_dataset(rows)}
     if easy:
@@ -88,12 +113,13 @@ def _setup_lines(setup: dict, rows: Sequence[dict]) -> list[str]:
     if recipe is not None:
         if recipe.judge.llm_judge:
             got = sum(v is not None for v in (verdicts or {}).values())
-            out.append(f"- Priv_sample: LLM judge on `{recipe.judge.endpoint}` for {len(verdicts or {})} samples "
+            out.append(f"- Leaks: LLM judge on `{recipe.judge.endpoint}` for {len(verdicts or {})} samples "
                        f"(limit {recipe.judge.limit}; {got} usable verdicts, the rest failed to parse); the "
                        f"deterministic detector for every other sample; raw-question strategies count as leaking")
         else:
-            out.append("- Priv_sample: LLM judge off; deterministic detector for every sample that sent a request; "
-                       "raw-question strategies count as leaking")
+            out.append("- Leaks: LLM judge off; the deterministic detector (the span heuristic plus the label-driven "
+                       "name / number / address / health / relation checks) for every sample that tried to send a "
+                       "request; raw-question strategies count as leaking")
         if recipe.prices:
             out.append("- Prices (USD per 1M tokens, prompt / completion): " + ", ".join(
                 f"`{k}` {v.get('prompt', 0)} / {v.get('completion', 0)}" for k, v in recipe.prices.items())
@@ -140,8 +166,9 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     lines += _transfer_lines(rows, ds)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
         main_rows, out_dir / "em_vs_llm_tokens.png", f"EM vs LLM tokens ({ds})")),
-        ("Priv_sample per run", plots.bars(main_rows, "priv_sample", out_dir / "priv_sample.png",
-                                           "Priv_sample (% of samples with a leaking request)", f"Privacy ({ds})")),
+        ("Attempted leak % per run", plots.bars(main_rows, "priv_sample", out_dir / "priv_sample.png",
+                                                "attempted leak % (the policy tried to send a leak)",
+                                                f"Privacy ({ds})")),
         ("LLM turns per run", plots.bars(main_rows, "avg_turns", out_dir / "turns.png",
                                          "average LLM calls per question", f"Turns ({ds})", "{:.2f}"))]
     if rl_rounds:
@@ -160,9 +187,14 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
               "protocol (the parser's verdict; what SFT must teach).",
               "- turns: LLM calls per question (a direct LLM answer counts 1; the SLM alone counts 0).",
               "- INScore: (Recall_easy + Recall_hard) / 2; always-ask and never-ask both score 0.5.",
+              "- attempted leak %: the paper's Priv_sample, on what the policy TRIED to send (before the guard): "
+              "the policy's own privacy. sent leak %: the same on what left the device (after the guard); the gap "
+              "between the two is the guard's effect.",
+              "- [95% CI]: percentile bootstrap over questions (2,000 resamples, fixed seed); n is the number of "
+              "questions. Easy = the row's own SLM alone (its slm_cot run) answers correctly; easy/hard EM and "
+              "LLM calls are given separately.",
               "- Priv_sim: mean over samples that sent requests of the highest BERTScore between a request and a "
-              "privacy item (0..1, lower is better). Priv_sample: percent of samples with at least one leaking "
-              "request.",
+              "privacy item (0..1, lower is better).",
               "- tok/q: prompt + completion tokens per question by role; cost from the price table; wall = the "
               "strategy's own time (apportioned by questions when a run covers several datasets).", ""]
     path = out_dir / "report.md"

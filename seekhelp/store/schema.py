@@ -8,8 +8,9 @@ import duckdb
 
 SCHEMA_VERSION = 1
 
-# Judge names pivoted into columns of `scored` (anything else stays reachable in `judgments`).
-JUDGES = ("em", "f1", "leak_detector", "leak_judge", "reward",
+# Judge names pivoted into columns of `scored` (anything else stays reachable in `judgments`). leak_detector and
+# leak_judge judge what the policy TRIED to send (before the guard); leak_sent what left the device.
+JUDGES = ("em", "f1", "leak_detector", "leak_sent", "leak_judge", "reward",
           "r_format", "r_quality", "r_feedback", "r_privacy", "r_efficiency")
 
 TABLES = ("meta", "runs", "questions", "trajectories", "turns", "judgments", "easy", "failures", "ingested_shards")

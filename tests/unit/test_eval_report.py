@@ -1,5 +1,6 @@
 """report.md and its PNGs from hand-made metrics rows; recipe checks and the CLI's one-line errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -23,7 +24,9 @@ def row(name, strategy, em, llm_tokens, turns, priv, kind="run", dataset="geo-te
             "recall_hard": 0.0, "n_easy": 3, "priv_sim": 0.3, "priv_sample": priv, "slm_prompt_tokens": 1000,
             "slm_completion_tokens": 200, "llm_prompt_tokens": llm_tokens * 10 - 100 * 10 if llm_tokens else 0,
             "llm_completion_tokens": 100 * 10 if llm_tokens else 0, "cost_usd": llm_tokens * 1e-5,
-            "wall_s": 12.0, "easy_source": "slm_cot run"}
+            "wall_s": 12.0, "easy_source": "slm_cot run", "priv_sent": 0.0 if priv < 100 else priv, "n_hard": 7,
+            "em_easy": 100.0, "em_hard": em, "calls_easy": 0.0, "calls_hard": turns,
+            "ci": json.dumps({"em": [max(0.0, em - 10), em + 10], "priv_sample": [0.0, 30.0]})}
 
 
 ROWS = [row("slm_cot (base)", "slm_cot", 10.0, 0, 0.0, 0.0),
@@ -45,11 +48,13 @@ def test_report_has_setup_results_transfer_and_valid_pngs(tmp_path):
     text = out.read_text()
     assert out == tmp_path / "r" / "report.md"
     for needle in ("# Evaluation report: unit", "## Setup", "## Results: geo-test", "## Transfer to an unseen LLM",
-                   "hashed test encoder", "slm_cot run", "## RL rounds", "EM %", "Priv_sample %", "LLM tok/q"):
+                   "hashed test encoder", "slm_cot run", "## RL rounds", "EM %", "attempted leak %", "sent leak %",
+                   "[95% CI]", "LLM tok/q"):
         assert needle in text, needle
     results = text.split("## Results: geo-test")[1].split("## Transfer")[0]
     assert results.count("\n| ") == 6  # header + 5 runs (the transfer row has its own table)
-    assert "| llm_direct | llm_direct | `tiny-slm` | big-llm | 10 | 40.0 | 45.0 | 60.0 | 90.0 | 1.00 |" in results
+    assert ("| llm_direct | llm_direct | `tiny-slm` | big-llm | 10 | 40.0 [30.0, 50.0] | 100 (3) | 40 (7) | 90.0 | "
+            "1.00 | 0.00 / 1.00 | 0.50 | 100.0 [0.0, 30.0] | 100.0 |") in results
     assert "| 300 | 0.0030 | 12.0 |" in results  # LLM tokens per question, cost, wall
     assert "dynamic → kb: EM 45.0 vs 35.0 with `big-llm` (dynamic (rl))" in text  # same strategy and SLM
     for png in ("em_vs_llm_tokens.png", "priv_sample.png", "turns.png", "rl_rounds.png"):
