@@ -38,7 +38,6 @@ from pipelines.llm_tasks import (
     RestateWithFacts,
     make_llm,
 )
-from pipelines.offline_inject import answer_in
 from pipelines.seeds import Seed
 from seekhelp.records import Question
 
@@ -186,7 +185,7 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
                 original_question=seed.question, source=seed.source, split=seed.split,
                 meta={**seed.meta, "injector": "llm", "inject_model": model, "seed_id": seed.id,
                       "restated": rec.get("restated"), "check_reason": rec.get("check_reason"),
-                      "easy_hint": answer_in(" ".join(items), seed.answers) is not None, "inject_tokens": tokens}))
+                      "inject_tokens": tokens}))
         else:
             rejected.append({
                 "seed_id": seed.id, "seed_question": seed.question, "seed": seed.to_dict(), "reason": reason,

@@ -99,7 +99,7 @@ def test_good_replies_give_one_question_per_seed(good_run):
         assert q.privacy_items == [f"The user's cousin Mira lives in {s.answers[0]}.",
                                    "The user's favourite atlas is a gift from Mira."]
         assert q.question.startswith(q.meta["restated"]) and q.question.endswith("Mira live?")
-        assert q.meta["easy_hint"] is True  # a private fact names the answer
+        assert "easy_hint" not in q.meta  # easy is measured per SLM, never guessed from the labels
         assert q.meta["inject_tokens"]["prompt"] > 0 and q.meta["inject_tokens"]["completion"] > 0
         assert q.id == Question(q.question, q.answers).id
     assert len(srv.requests) == 12  # 3 seeds x 4 steps
