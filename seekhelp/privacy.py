@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 
 from seekhelp.identity import identity_hits, identity_of, relation_cooccurs
+from seekhelp.pii import find_pii
 
 REDACTED = "[private]"
 
@@ -231,6 +232,8 @@ REASONS = {  # why a message was stopped, in words that do not repeat the privat
     "number": "it contained a number from the user's private details",
     "address": "it contained the user's address",
     "health": "it mentioned a health detail of the user's",
+    "email": "it contained an e-mail address",
+    "phone": "it contained a phone number",
 }
 
 
@@ -257,7 +260,8 @@ class OutgoingGuard:
     (``matched`` is still reported). What counts: ``find_leak_spans`` (an item or its core in any case,
     punctuation, possessive or spacing variant, and anchored distinctive spans), plus, wherever they appear,
     every personal name in the labels (first, last and full name), their numbers and street addresses, and
-    health details tied to the user (``seekhelp.identity``).
+    health details tied to the user (``seekhelp.identity``). A question without labels still gets the label-free
+    PII signal of ``seekhelp.pii`` (e-mail, phone, card numbers, street addresses; names with Presidio).
     """
 
     MODES = ("block", "redact", "off")
@@ -271,7 +275,7 @@ class OutgoingGuard:
         message = message or ""
         items = [p for p in privacy_items or [] if p and p.strip()]
         spans = find_leak_spans(message, items)
-        ident = identity_hits(message, identity_of(items, names))
+        ident = identity_hits(message, identity_of(items, names)) if items or names else find_pii(message)
         matched = list(spans) + sorted({h.kind for h in ident})
         reasons = (["fact"] if spans else []) + [k for k in REASONS if k != "fact" and any(h.kind == k for h in ident)]
         if not matched or self.mode == "off":

@@ -57,3 +57,19 @@ def test_extra_names_from_the_record():
 def test_redact_masks_names():
     g = OutgoingGuard("redact").check("Ana lives in Lima; what is the weather?", ITEMS)
     assert g.allowed and g.text == "[private] lives in Lima; what is the weather?"
+
+
+@pytest.mark.parametrize("message, kind", [
+    ("Write to ana.perez@example.org about the visa.", "email"),
+    ("Is +44 20 7946 0958 a London number?", "phone"),
+    ("My card 4111 1111 1111 1111 was declined; why?", "number"),
+    ("Is 221 Baker Street in London?", "address"),
+])
+def test_without_labels_the_guard_still_blocks_label_free_pii(message, kind):
+    g = OutgoingGuard("block").check(message, [])
+    assert not g.allowed and kind in g.matched, g
+
+
+def test_without_labels_objective_requests_pass():
+    for m in ("What is the capital of Peru?", "How many people live in Lima (about 10 million)?"):
+        assert OutgoingGuard("block").check(m, []).allowed
