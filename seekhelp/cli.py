@@ -119,7 +119,9 @@ def print_trajectory(t: Trajectory) -> None:
 @app.command()
 def ask(
     question: Annotated[str, typer.Option(help="The user's question")],
-    private: Annotated[list[str] | None, typer.Option(help="A private fact (repeatable)")] = None,
+    private: Annotated[list[str] | None, typer.Option(
+        help="A private fact of the question (repeatable): a label for the guard and the leak check, never shown "
+             "to any model")] = None,
     strategy: str = "dynamic",
     slm: str = "smollm2-135m",
     llm_base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible base URL; none = embedded")] = None,
