@@ -71,7 +71,7 @@ def raw_generate_s(slm: TransformersBackend, qs: list[Question], new_tokens: int
         t0 = time.perf_counter()
         if prefix_cache:
             enc, cache = slm._encode(prompts)
-            extra = {"past_key_values": cache} if cache is not None else {}
+            extra = {"cache": cache} if cache is not None else {}
         else:
             enc, extra = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False), {}
         slm.model.generate(**enc, **extra, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,

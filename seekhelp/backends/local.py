@@ -76,7 +76,7 @@ class TransformersBackend:
         enc, cache = self._encode(prompts)
         gen_kwargs = dict(max_new_tokens=params.max_new_tokens, pad_token_id=tok.pad_token_id)
         if cache is not None:
-            gen_kwargs["past_key_values"] = cache
+            gen_kwargs["cache"] = cache  # transformers 5.24+ name (past_key_values is deprecated)
         if params.temperature and params.temperature > 0:
             gen_kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p)
         else:
@@ -125,7 +125,7 @@ class TransformersBackend:
             from transformers import DynamicCache
 
             cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=torch.tensor([prefix], device=device), past_key_values=cache, use_cache=True)
+            self.model(input_ids=torch.tensor([prefix], device=device), cache=cache, use_cache=True)
             self._prefix = (key, cache)
         cache = copy.deepcopy(self._prefix[1])
         cache.batch_repeat_interleave(len(rows))
