@@ -68,11 +68,11 @@ real person.
 
 def push_dataset(folder: str | Path, repo_id: str, *, private: bool = True, client: HubClient | None = None,
                  revision: str | None = None, dry_run: bool = False, dry_run_dir: str | Path | None = None) -> Path:
-    """Upload a `seekhelp export` folder (datasets.save_to_disk + provenance.json) with a README card."""
-    import datasets
+    """Upload a `seekhelp export` folder (parquet or save_to_disk, + provenance.json) with a README card."""
+    from seekhelp.store.export import read_export
 
     folder = Path(folder)
-    ds = datasets.load_from_disk(str(folder))
+    ds = read_export(folder)
     prov_path = folder / "provenance.json"
     provenance = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
     stage = Path(dry_run_dir or tempfile.mkdtemp(prefix="seekhelp-push-"))
