@@ -31,11 +31,11 @@ CHAINS = {
 GLOBS = ("pipelines/recipes/*.yaml", "sft/recipes/**/*.yaml", "rl/recipes/**/*.yaml", "evals/*.yaml")
 
 
-def load_sft(path: str):
+def load_sft(path: str, *flags: str):
     from sft.train import parse
 
     # bf16 is refused by transformers on a machine without a GPU; the chain does not depend on it
-    return parse(["--config", str(ROOT / path), "--bf16", "false"])
+    return parse(["--config", str(ROOT / path), "--bf16", "false", *flags])
 
 
 def load_chain(name: str) -> dict:
@@ -48,6 +48,25 @@ def load_chain(name: str) -> dict:
 
 def _norm(p: str) -> str:
     return str(Path(p))
+
+
+def _retrain_errors(path: str, rl) -> list[str]:
+    """A round's retrain is sft.train with the SFT recipe and the RL recipe's overrides: they must parse, push
+    nothing (rounds are pushed by revision) and hold out nothing from a round's few picks."""
+    from sft import SFTInputError
+    from sft.data import check_eval
+
+    try:
+        _script, training, _model = load_sft(rl.sft_recipe, *map(str, rl.sft_overrides))
+        check_eval(_script.eval_dataset_path, _script.eval_holdout, str(training.eval_strategy.value))
+    except SFTInputError as e:
+        return [f"{path}: sft_overrides with {rl.sft_recipe}: {e}"]
+    out = []
+    if training.push_to_hub:
+        out.append(f"{path}: sft_overrides must pass --push_to_hub false (rounds are pushed by revision)")
+    if _script.eval_holdout or _script.eval_dataset_path:
+        out.append(f"{path}: sft_overrides must pass --eval_strategy no --eval_holdout 0 (a round has few picks)")
+    return out
 
 
 def chain_errors(chain: dict) -> list[str]:
@@ -87,9 +106,7 @@ def chain_errors(chain: dict) -> list[str]:
             if not has(rl.source, split):
                 errors.append(f"{path}: needs {split} questions{f' of {rl.source}' if rl.source else ''}; "
                               "the data recipe stores none")
-        flags = rl.sft_overrides
-        if "--push_to_hub" not in flags or str(flags[flags.index("--push_to_hub") + 1]).lower() != "false":
-            errors.append(f"{path}: sft_overrides must pass --push_to_hub false (rounds are pushed by revision)")
+        errors += _retrain_errors(path, rl)
     written = set(sft_out.values()) | {_norm(Path(r.output_dir) / "latest") for r in rl_out.values()}
     written |= {_norm(Path(r.output_dir) / f"round-{i}") for r in rl_out.values() for i in range(1, r.rounds + 1)}
     for path, ev in chain["eval"].items():
@@ -136,6 +153,18 @@ def test_gpu_chain_needs_what_the_issue_found_missing():
     assert any("needs validation questions" in e for e in errors)
     assert {m.group(1) for e in errors if (m := re.search(r"dataset (\S+) needs", e))} == {
         "nq", "triviaqa", "popqa", "hotpotqa", "2wikimultihopqa", "musique"}
+
+
+def test_a_retrain_that_would_push_or_hold_out_is_caught():
+    chain = load_chain("gpu")
+    rl = next(iter(chain["rl"].values()))
+    rl.sft_overrides = [f for f in rl.sft_overrides if f not in ("--eval_holdout", "0", "--eval_strategy", "no")]
+    assert any("--eval_holdout 0" in e for e in chain_errors(chain))
+    rl.sft_overrides = ["--push_to_hub", "true", "--hub_model_id", "me/x", "--eval_strategy", "no",
+                        "--eval_holdout", "0"]
+    assert any("--push_to_hub false" in e for e in chain_errors(chain))
+    rl.sft_overrides = ["--no_such_flag", "1"]
+    assert any("sft_overrides with sft/recipes/qwen3-4b/gpu.yaml: command line" in e for e in chain_errors(chain))
 
 
 def test_a_hub_split_flashrag_lacks_is_refused():
