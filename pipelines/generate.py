@@ -25,13 +25,24 @@ log = logging.getLogger("pipelines.generate")
 
 
 @dataclass
+class HubSource:
+    """One public set and where each of our splits comes from (see pipelines.seeds.hub_split_seeds)."""
+
+    name: str = ""  # a FlashRAG config name: nq, triviaqa, popqa, hotpotqa, 2wikimultihopqa, musique
+    splits: dict = field(default_factory=dict)  # our split -> Hub split, e.g. {train: train, test: train}
+    carve: dict = field(default_factory=dict)  # our split -> share of a Hub split it shares, e.g. {test: 0.05}
+    limit: dict = field(default_factory=dict)  # our split -> at most this many (default: seeds.limit)
+
+
+@dataclass
 class SeedsConfig:
     kind: str = "offline"  # offline | hub | local
     n_per_split: dict = field(default_factory=lambda: {"train": 200, "validation": 40, "test": 40})
-    datasets: list[str] = field(default_factory=list)  # hub: FlashRAG config names, e.g. [hotpotqa, nq]
-    split: str = "train"  # hub/local: which split to load
+    sources: list[HubSource] = field(default_factory=list)  # hub
+    hub_path: str | None = None  # hub: another repo, or a local folder in FlashRAG's layout (<set>/<split>.jsonl)
+    split: str = "train"  # local: the split of the file's questions
     path: str | None = None  # local: a parquet/jsonl file
-    limit: int | None = None
+    limit: int | None = None  # hub: per split and source, unless the source says otherwise; local: in all
     seed: int = 0
 
 
@@ -58,6 +69,7 @@ class TeacherConfig:
     slm: EndpointConfig | None = None
     llm: EndpointConfig | None = None
     ground: bool = True
+    splits: list[str] | None = None  # teach only questions of these splits (None: all); SFT reads train
 
 
 @dataclass
@@ -79,6 +91,7 @@ class DataRecipe:
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # for LLM injection and the LLM judge
+    hub_dataset_id: str | None = None  # `make push`: the dataset repo (card + this recipe as pipeline.yaml)
 
 
 def load_seeds(cfg: SeedsConfig):
@@ -87,10 +100,30 @@ def load_seeds(cfg: SeedsConfig):
     if cfg.kind == "offline":
         return seeds.offline_seeds(cfg.n_per_split, seed=cfg.seed)
     if cfg.kind == "hub":
-        return [s for name in cfg.datasets for s in seeds.hub_seeds(name, split=cfg.split, limit=cfg.limit)]
+        if not cfg.sources:
+            raise RecipeError("seeds.sources: kind hub needs at least one source")
+        return [s for src in cfg.sources
+                for s in seeds.hub_split_seeds(src.name, src.splits, src.carve,
+                                               {sp: src.limit.get(sp, cfg.limit) for sp in src.splits},
+                                               path=cfg.hub_path)]
     if cfg.kind == "local":
         return seeds.local_seeds(cfg.path, split=cfg.split)[: cfg.limit]
     raise RecipeError(f"seeds.kind: {cfg.kind!r} is not offline, hub or local")
+
+
+def produced_splits(recipe: "DataRecipe") -> set[tuple[str, str]]:
+    """The (source, split) pairs of questions this recipe stores, known without loading anything; what RL and eval
+    recipes read must be among them (tests/unit/test_recipes.py checks every recipe of the repo)."""
+    from pipelines import seeds
+
+    cfg = recipe.seeds
+    if cfg.kind == "offline":
+        return {("geo", s) for s, n in cfg.n_per_split.items() if n != 0}
+    if cfg.kind == "hub":
+        for src in cfg.sources:
+            seeds.check_split_plan(src.name, src.splits, src.carve)
+        return {(src.name, s) for src in cfg.sources for s in src.splits}
+    return {(Path(cfg.path or "").stem, cfg.split)}
 
 
 @contextlib.contextmanager
@@ -236,7 +269,8 @@ def run(recipe: DataRecipe) -> dict:
             store.ingest_shards(shard_dir)
             have = set(store.sql("SELECT DISTINCT question_id FROM trajectories WHERE strategy = 'teacher'")
                        ["question_id"].to_list())
-            todo = [q for q in questions if q.id not in have]
+            todo = [q for q in questions if q.id not in have
+                    and (recipe.teacher.splits is None or q.split in recipe.teacher.splits)]
             log.info("teacher dialogues for %d questions (%d already stored)", len(todo), len(questions) - len(todo))
             if todo:
                 teacher_dialogues(recipe, todo, shard_dir, run_id)

@@ -53,6 +53,7 @@ class RLRecipe:
     llm_max_new_tokens: int = 96
     batch_size: int = 32
     llm: LLMEndpoint = field(default_factory=LLMEndpoint)
+    hub_model_id: str | None = None  # `make push` / seekhelp.hub: round-N is pushed as revision round-N
 
 
 def policy_label(recipe: RLRecipe, r: int) -> str:

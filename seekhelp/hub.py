@@ -2,16 +2,26 @@
 
 The client is injectable: production uses `huggingface_hub.HfApi` (token from $HF_TOKEN, never stored); tests pass
 a fake that records calls. `dry_run=True` writes what would be uploaded into a folder and calls nothing.
+
+`make push` (`python -m seekhelp.hub --data R --sft R --rl R`) reads what to push from the recipes, as TRL and
+open-r1 do: the SFT recipe's `hub_model_id` gets the SFT model, the data recipe's `hub_dataset_id` the dialogues the
+SFT model was trained on (with their card and the pipeline recipe as `pipeline.yaml`), and the RL recipe's
+`hub_model_id` one revision per round (`round-1`, `round-2`, ...). Recipes are read as plain YAML here: this
+library never imports the stage packages.
 """
 
+import argparse
 import json
 import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
+
+import yaml
 
 log = logging.getLogger(__name__)
 SECRET_RE = re.compile(r"(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})")
@@ -67,12 +77,14 @@ real person.
 
 
 def push_dataset(folder: str | Path, repo_id: str, *, private: bool = True, client: HubClient | None = None,
-                 revision: str | None = None, dry_run: bool = False, dry_run_dir: str | Path | None = None) -> Path:
-    """Upload a `seekhelp export` folder (datasets.save_to_disk + provenance.json) with a README card."""
-    import datasets
+                 revision: str | None = None, dry_run: bool = False, dry_run_dir: str | Path | None = None,
+                 pipeline_config: str | Path | None = None) -> Path:
+    """Upload a `seekhelp export` folder (parquet or save_to_disk, + provenance.json) with a README card, and the
+    recipe that generated the dialogues as pipeline.yaml (secrets scrubbed)."""
+    from seekhelp.store.export import read_export
 
     folder = Path(folder)
-    ds = datasets.load_from_disk(str(folder))
+    ds = read_export(folder)
     prov_path = folder / "provenance.json"
     provenance = json.loads(prov_path.read_text(encoding="utf-8")) if prov_path.exists() else {}
     stage = Path(dry_run_dir or tempfile.mkdtemp(prefix="seekhelp-push-"))
@@ -81,6 +93,12 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = True, clie
     ds.to_parquet(str(stage / "data" / "train.parquet"))
     (stage / "README.md").write_text(dataset_card(repo_id, provenance, ds.num_rows), encoding="utf-8")
     (stage / "provenance.json").write_text(json.dumps(scrub(provenance), indent=2, default=str), encoding="utf-8")
+    if pipeline_config is not None:
+        recipe = scrub(yaml.safe_load(Path(pipeline_config).read_text(encoding="utf-8")) or {})
+        (stage / "pipeline.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
+        with (stage / "README.md").open("a", encoding="utf-8") as card:
+            card.write(f"\n## Pipeline\n\nGenerated with the recipe `{Path(pipeline_config).name}`, included as "
+                       "`pipeline.yaml` (`python -m pipelines.generate --config pipeline.yaml` reruns it).\n")
     _upload(stage, repo_id, "dataset", private, client, revision, dry_run, f"seekhelp dataset ({ds.num_rows} rows)")
     return stage
 
@@ -110,3 +128,94 @@ def _upload(stage: Path, repo_id: str, repo_type: str, private: bool, client: Hu
         client.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
     client.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type=repo_type, commit_message=message,
                          revision=revision)
+
+
+# ------------------------------------------------------------------ `make push`: what to push comes from the recipes
+
+
+class PushError(ValueError):
+    """A recipe or folder `make push` cannot use (one line)."""
+
+
+def _recipe(path: str | Path | None) -> dict[str, Any]:
+    if not path:
+        return {}
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise PushError(f"{p}: cannot read the recipe ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise PushError(f"{p}: a recipe is a YAML mapping")
+    return data
+
+
+def _rounds(rl_dir: Path) -> list[Path]:
+    found = [d for d in rl_dir.glob("round-*") if re.fullmatch(r"round-\d+", d.name) and (d / "config.json").exists()]
+    return sorted(found, key=lambda d: int(d.name.split("-")[1]))
+
+
+def push_from_recipes(data: str | Path | None = None, sft: str | Path | None = None, rl: str | Path | None = None, *,
+                      dataset_id: str | None = None, model_id: str | None = None, rl_model_id: str | None = None,
+                      client: HubClient | None = None, dry_run: bool = False,
+                      dry_run_dir: str | Path | None = None) -> list[str]:
+    """Push what the recipes name (ids given here win over the recipes'); returns one line per upload. A part
+    whose id is unset is skipped; nothing to push at all is a PushError."""
+    d, s, r = _recipe(data), _recipe(sft), _recipe(rl)
+    private = s.get("hub_private_repo") is not False
+    done: list[str] = []
+
+    def stage(name: str) -> Path | None:
+        return Path(dry_run_dir) / name if dry_run_dir else None
+
+    if dataset_id := dataset_id or d.get("hub_dataset_id"):
+        folder = Path(s.get("dataset_path") or "")
+        if not s.get("dataset_path") or not folder.is_dir():
+            raise PushError(f"hub_dataset_id {dataset_id}: the SFT export {folder} is missing (run `make sft` first)")
+        push_dataset(folder, dataset_id, private=private, client=client, dry_run=dry_run,
+                     dry_run_dir=stage("dataset"), pipeline_config=data)
+        done.append(f"dataset {folder} -> {dataset_id}")
+    if model_id := model_id or s.get("hub_model_id"):
+        folder = Path(s.get("output_dir") or "")
+        if not (folder / "config.json").exists():
+            raise PushError(f"hub_model_id {model_id}: {folder} is not a trained model (run `make sft` first)")
+        push_model(folder, model_id, private=private, client=client, revision=s.get("hub_revision"),
+                   dry_run=dry_run, dry_run_dir=stage("sft"))
+        done.append(f"model {folder} -> {model_id}")
+    if rl_model_id := rl_model_id or r.get("hub_model_id"):
+        rounds = _rounds(Path(r.get("output_dir") or ""))
+        if not rounds:
+            raise PushError(f"hub_model_id {rl_model_id}: no round-N model in {r.get('output_dir')} (run `make rl`)")
+        for folder in rounds:
+            push_model(folder, rl_model_id, private=private, client=client, revision=folder.name, dry_run=dry_run,
+                       dry_run_dir=stage(f"rl-{folder.name}"))
+            done.append(f"model {folder} -> {rl_model_id}@{folder.name}")
+    if not done:
+        raise PushError("nothing to push: set hub_dataset_id (data recipe) or hub_model_id (SFT / RL recipe), "
+                        "or HUB_DATASET= / HUB_MODEL= / HUB_RL_MODEL= on the make command line")
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m seekhelp.hub", description="Push what the recipes name.")
+    ap.add_argument("--data", help="data recipe (hub_dataset_id)")
+    ap.add_argument("--sft", help="SFT recipe (hub_model_id, output_dir, dataset_path)")
+    ap.add_argument("--rl", help="RL recipe (hub_model_id, output_dir)")
+    ap.add_argument("--dataset-id")
+    ap.add_argument("--model-id")
+    ap.add_argument("--rl-model-id")
+    ap.add_argument("--dry-run", action="store_true", help="stage the uploads in a folder, call nothing")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        for line in push_from_recipes(args.data, args.sft, args.rl, dataset_id=args.dataset_id,
+                                      model_id=args.model_id, rl_model_id=args.rl_model_id, dry_run=args.dry_run):
+            print(("staged " if args.dry_run else "pushed ") + line)
+    except (PushError, OSError) as e:  # OSError: huggingface_hub's HTTP and offline-mode errors derive from it
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -150,7 +150,10 @@ def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: di
                  "- Producing runs: not recorded.")
     if query:
         lines += ["- Selection query:", "", "```sql", query.strip(), "```"]
-    lines += ["", "## Loss masking", "", LOSS_MASKING, "",
+    masking = LOSS_MASKING if recipe.get("assistant_only_loss", True) else (
+        "None: this run set `assistant_only_loss: false`, so the loss covers every token of each dialogue, the "
+        "system prompt, the user's question and the large model's replies included.")
+    lines += ["", "## Loss masking", "", masking, "",
               "## Hyperparameters", "", "```yaml", yaml.safe_dump(hyper, sort_keys=True).strip(), "```", "",
               "## Results", "", *(f"- {k}: {v}" for k, v in metrics.items()), "",
               "## Intended use", "",

@@ -3,9 +3,12 @@
     python -m sft.train --config sft/recipes/smollm2-135m/demo.yaml [--learning_rate 1e-4 ...]
     accelerate launch --config_file sft/accelerate/zero3.yaml --num_processes 8 -m sft.train --config RECIPE
 
-A recipe is one flat YAML mapping of SFTScriptArguments, SFTConfig and ModelConfig fields; flags override it.
-Dialogues come from `dataset_path` (save_to_disk, `messages` column), exported there first when `store` and `query`
-are set. Only the SLM's turns carry loss: the template marks them with {% generation %}; LLM replies are user turns.
+A recipe is one flat YAML mapping of SFTScriptArguments, SFTConfig and ModelConfig fields; flags override it, and
+every key is honoured or refused: quantization (`load_in_4bit`, `bnb_*`) goes through TRL's helper, `eval_strategy`
+needs an eval set, `push_to_hub` pushes the finished folder (card included) to `hub_model_id`. Dialogues come from
+`dataset_path` (an export: parquet, `messages` column), exported there first when `store` and `query` are set. With
+`assistant_only_loss` (the project's default) only the SLM's turns carry loss: the template marks them with
+{% generation %}; LLM replies are user turns.
 """
 
 import json
@@ -15,10 +18,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
 from sft import SFTInputError
 from sft.chat_templates import prepare_tokenizer
+from sft.data import check_eval, eval_split, export_from_store, load_dialogues
 from sft.model_card import recipe_dict, write_model_card, write_recipe
 
 log = logging.getLogger("sft.train")
@@ -26,7 +30,9 @@ log = logging.getLogger("sft.train")
 
 @dataclass
 class SFTScriptArguments:
-    dataset_path: str | None = field(default=None, metadata={"help": "save_to_disk folder with a `messages` column"})
+    dataset_path: str | None = field(default=None, metadata={"help": "export folder with a `messages` column"})
+    eval_dataset_path: str | None = field(default=None, metadata={"help": "eval dialogues (e.g. a validation export)"})
+    eval_holdout: float = field(default=0.0, metadata={"help": "eval on this share (<1) or count of the dialogues"})
     store: str | None = field(default=None, metadata={"help": "DuckDB store; with `query`, export into dataset_path"})
     query: str = field(default="sft_candidates", metadata={"help": "SQL file, or a name in data/queries/ (export)"})
     query_params: list[str] = field(default_factory=list, metadata={"help": "NAME=VALUE query parameters"})
@@ -40,55 +46,6 @@ def _blank(value: str | None) -> str | None:
     return None if value in (None, "", "None", "null") else value
 
 
-def export_from_store(args: SFTScriptArguments, out_dir: str) -> None:
-    """Run the selection query on the store and save the dialogues into out_dir (with provenance.json)."""
-    import duckdb
-
-    from seekhelp.prompts import load_prompt
-    from seekhelp.store.export import export_sft
-    from seekhelp.store.schema import StoreError
-
-    prompt = Path(args.system_prompt)
-    try:
-        system = prompt.read_text(encoding="utf-8").strip() if prompt.is_file() else load_prompt(args.system_prompt)
-    except FileNotFoundError as e:
-        raise SFTInputError(f"system_prompt: {args.system_prompt}: neither a prompt name nor a file") from e
-    sql = next((p for p in (Path(args.query), Path(f"data/queries/{args.query}.sql")) if p.is_file()), None)
-    if sql is None:
-        raise SFTInputError(f"query: {args.query}: no such SQL file")
-    params = dict(p.split("=", 1) for p in args.query_params if "=" in p)
-    try:
-        ds = export_sft(args.store, sql.read_text(encoding="utf-8"), out_dir, system, params=params)
-    except (StoreError, duckdb.Error) as e:
-        raise SFTInputError(f"store: {str(e).splitlines()[0]}") from e
-    if ds.num_rows == 0:
-        raise SFTInputError(f"query: {sql}: selected no dialogues from {args.store} (are they judged yet?)")
-    log.info("exported %d dialogues from %s into %s", ds.num_rows, args.store, out_dir)
-
-
-def load_dialogues(path: str):
-    """The training dialogues: a Dataset with only `messages`, checked row by row."""
-    import datasets
-
-    if not any(Path(path, f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
-        raise SFTInputError(f"dataset_path: {path}: not a dataset folder (datasets.save_to_disk)")
-    try:
-        ds = datasets.load_from_disk(path)
-    except (IndexError, ValueError, OSError) as e:  # datasets cannot open a saved dataset that has no rows
-        raise SFTInputError(f"dataset_path: {path}: the dataset is empty or unreadable ({type(e).__name__})") from e
-    if isinstance(ds, datasets.DatasetDict):
-        ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    if "messages" not in ds.column_names:
-        raise SFTInputError(f"dataset_path: {path}: no `messages` column (columns: {', '.join(ds.column_names)})")
-    if ds.num_rows == 0:
-        raise SFTInputError(f"dataset_path: {path}: the dataset is empty")
-    for i, messages in enumerate(ds["messages"]):
-        roles = [m.get("role") for m in messages or []]
-        if "assistant" not in roles or not set(roles) <= {"system", "user", "assistant"}:
-            raise SFTInputError(f"dataset_path: {path}: row {i}: messages need an assistant turn (roles: {roles})")
-    return ds.select_columns(["messages"])
-
-
 def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> SFTTrainer:
     """Resolve the model, export/load the dialogues and build the SFTTrainer (nothing trained yet)."""
     from accelerate import PartialState
@@ -96,7 +53,8 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     from seekhelp.models import ModelError, resolve
 
     a = script_args
-    a.dataset_path, a.store, a.init_from = map(_blank, (a.dataset_path, a.store, a.init_from))
+    a.dataset_path, a.store, a.init_from, a.eval_dataset_path = map(
+        _blank, (a.dataset_path, a.store, a.init_from, a.eval_dataset_path))
     if not model_args.model_name_or_path:
         raise SFTInputError("model_name_or_path: required (a registry name, a model folder or a Hub id)")
     try:
@@ -106,21 +64,45 @@ def build_trainer(script_args: SFTScriptArguments, training_args: SFTConfig, mod
     if not a.dataset_path and not a.store:
         raise SFTInputError("dataset_path: required (or store + query to export the dialogues first)")
     a.dataset_path = a.dataset_path or f"data/exports/sft/{Path(training_args.output_dir).name}"
+    strategy = str(getattr(training_args.eval_strategy, "value", training_args.eval_strategy))
+    check_eval(a.eval_dataset_path, a.eval_holdout, strategy)  # config errors before any data is read
+    quantization = get_quantization_config(model_args)
+    if quantization is not None:
+        _check_kbit(model_args)
     state = PartialState()
     with state.main_process_first():
         if a.store and state.is_main_process:
             export_from_store(a, a.dataset_path)
-    dataset = load_dialogues(a.dataset_path)
+    dataset, eval_dataset = eval_split(load_dialogues(a.dataset_path), a.eval_dataset_path, a.eval_holdout,
+                                       training_args.seed, strategy)
     tokenizer = prepare_tokenizer(source, training_args.chat_template_path)
-    training_args.assistant_only_loss = True  # the project's rule: never train on tokens the SLM did not write
+    if not training_args.assistant_only_loss:
+        log.warning("assistant_only_loss: false: the loss covers every token, the LLM's replies included")
     recipe_kwargs = training_args.model_init_kwargs
     training_args.model_init_kwargs = {"revision": model_args.model_revision, "dtype": model_args.dtype,
                                        "attn_implementation": model_args.attn_implementation, **(recipe_kwargs or {})}
-    log.info("SFT of %s on %d dialogues from %s (LoRA: %s)", source, len(dataset), a.dataset_path, model_args.use_peft)
-    trainer = SFTTrainer(model=source, args=training_args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=get_peft_config(model_args))
+    log.info("SFT of %s on %d dialogues from %s (LoRA: %s, eval: %s)", source, len(dataset), a.dataset_path,
+             model_args.use_peft, len(eval_dataset) if eval_dataset is not None else "none")
+    trainer = SFTTrainer(model=source, args=training_args, train_dataset=dataset, eval_dataset=eval_dataset,
+                         processing_class=tokenizer, peft_config=get_peft_config(model_args),
+                         quantization_config=quantization)
     training_args.model_init_kwargs = recipe_kwargs  # used above only; recipe.yaml records what the recipe said
     return trainer
+
+
+def _check_kbit(model_args: ModelConfig) -> None:
+    """bitsandbytes k-bit loading needs CUDA and the package; say so in one line instead of a deep traceback."""
+    import importlib.util
+
+    import torch
+
+    key = "load_in_4bit" if model_args.load_in_4bit else "load_in_8bit"
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise SFTInputError(f"{key}: needs bitsandbytes (pip install bitsandbytes) and a CUDA GPU")
+    if not torch.cuda.is_available():
+        raise SFTInputError(f"{key}: bitsandbytes quantization needs a CUDA GPU; none is visible here")
+    if not model_args.use_peft:
+        raise SFTInputError(f"{key}: a quantized model trains through adapters only; set use_peft: true (QLoRA)")
 
 
 def _merge_adapters(out: Path, dtype: str | None) -> None:
@@ -134,11 +116,17 @@ def _merge_adapters(out: Path, dtype: str | None) -> None:
     merged.save_pretrained(out)
 
 
-def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> Path:
-    """Train, then save model, tokenizer (with its chat template), recipe.yaml and README.md; returns the folder."""
+def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args: ModelConfig,
+          hub_client=None) -> Path:
+    """Train, then save model, tokenizer (with its chat template), recipe.yaml and README.md, and push the folder to
+    `hub_model_id` when `push_to_hub` is set (as TRL's script does, through seekhelp.hub); returns the folder."""
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise SFTInputError("push_to_hub: true needs hub_model_id (e.g. you/qwen3-4b-seekhelp-sft)")
+    push, training_args.push_to_hub = training_args.push_to_hub, False  # the Trainer would push on every save
     trainer = build_trainer(script_args, training_args, model_args)
     resume = training_args.resume_from_checkpoint  # a checkpoint folder, or "true" for the latest in output_dir
     result = trainer.train(resume_from_checkpoint=True if str(resume).lower() in ("true", "last") else resume)
+    eval_metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}  # every process takes part
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
@@ -150,11 +138,18 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         trainer.processing_class.save_pretrained(out)
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of every argument: recipe.yaml replaces it
         metrics = {"train_loss": result.training_loss, "global_step": result.global_step, **result.metrics}
+        metrics |= eval_metrics
         (out / "train_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+        training_args.push_to_hub = push
         recipe = write_recipe(out / "recipe.yaml", recipe_dict(script_args, training_args, model_args))
         write_model_card(out, script_args=script_args, model_args=model_args, recipe=recipe, metrics=metrics,
                          rows=len(trainer.train_dataset), merged=merged)
         log.info("saved %s (loss %.4f after %d steps)", out, result.training_loss, result.global_step)
+        if push:  # once, the finished folder with its card, as TRL's script does at the end
+            from seekhelp.hub import push_model
+
+            push_model(out, training_args.hub_model_id, private=training_args.hub_private_repo is not False,
+                       revision=training_args.hub_revision, client=hub_client)
     trainer.accelerator.wait_for_everyone()
     return out
 

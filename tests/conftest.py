@@ -4,7 +4,9 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Tests never reach the Hub, whatever the calling shell says (the Makefile no longer exports offline mode globally:
+# GPU targets and `make push` need the Hub).
+os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -1,14 +1,16 @@
 """Async client for any OpenAI-compatible chat endpoint (OpenAI, `vllm serve`, `transformers serve`).
 
-Bounded concurrency, retries with exponential backoff and jitter on 429, 5xx, timeouts and connection errors,
-and prompt/completion tokens recorded per call. A call that still fails after the last retry comes back as a
-Completion with `error` set, so one bad request never loses the other episodes of a batch.
+Bounded concurrency, prompt/completion tokens recorded per call, and retries done by the `openai` SDK itself
+(`max_retries`): it retries 408/409/429/5xx, timeouts and connection errors with exponential backoff and jitter,
+and waits what the server asks for in `Retry-After` / `retry-after-ms`, which a hand-written loop got wrong. A 200
+whose body is not a chat completion is the one case the SDK cannot see; it is retried here, from the same budget.
+A call that still fails after the last retry comes back as a Completion with `error` set, never as an exception,
+so one bad request never loses the other episodes of a batch.
 """
 
 import asyncio
 import logging
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -19,7 +21,14 @@ from seekhelp.backends.base import Completion, GenParams, Message
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (openai.RateLimitError, openai.APITimeoutError, openai.APIConnectionError, openai.InternalServerError)
+
+
+def _retried_by_sdk(error: Exception) -> bool:
+    """Whether the SDK retries this kind of failure (so it failed only once its retries were spent)."""
+    if isinstance(error, openai.APIConnectionError):  # APITimeoutError included
+        return True
+    status = getattr(error, "status_code", None)
+    return status is not None and (status >= 500 or status in (408, 409, 429))
 
 
 @dataclass
@@ -29,10 +38,8 @@ class EndpointConfig:
     label: str | None = None  # name recorded in trajectories (default: the model name)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
     max_concurrency: int = 16
-    max_retries: int = 5
+    max_retries: int = 5  # the SDK's retries per call (backoff 0.5 s doubling to 8 s, or the server's Retry-After)
     timeout_s: float = 120.0
-    backoff_s: float = 0.5
-    backoff_max_s: float = 20.0
 
 
 class EndpointError(ValueError):
@@ -84,7 +91,7 @@ class OpenAIBackend:
             return
         key = os.environ.get(self.config.api_key_env) or "not-needed"
         self._client = self._injected or openai.AsyncOpenAI(
-            base_url=self.base_url, api_key=key, max_retries=0,
+            base_url=self.base_url, api_key=key, max_retries=self.config.max_retries,
             timeout=httpx.Timeout(self.config.timeout_s, connect=10.0))
         self._sem, self._loop = asyncio.Semaphore(self.config.max_concurrency), loop
 
@@ -104,31 +111,33 @@ class OpenAIBackend:
                                          "json_schema": {"name": "verdict", "schema": params.json_schema}}
         retries, last_error = 0, ""
         async with self._sem:
-            for attempt in range(self.config.max_retries + 1):
+            while True:
                 t0 = time.perf_counter()
+                client = self._client if not retries else self._client.with_options(
+                    max_retries=self.config.max_retries - retries)
                 try:
-                    resp = await self._client.chat.completions.create(**kwargs)
-                    choice = resp.choices[0]
-                    text = restore_stop(choice.message.content or "", params.stop)
+                    raw = await client.chat.completions.with_raw_response.create(**kwargs)
+                    retries += raw.retries_taken
+                    resp = raw.parse()
+                    text = restore_stop(resp.choices[0].message.content or "", params.stop)
                     usage = resp.usage
                     self.stats["calls"] += 1
+                    self.stats["retries"] += retries
                     return Completion(text=text, prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                                       completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                                       latency_s=time.perf_counter() - t0, retries=retries)
-                except RETRYABLE as e:
+                except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
                     last_error = f"{type(e).__name__}: {str(e)[:200]}"
-                except (openai.APIStatusError, openai.APIResponseValidationError) as e:
-                    status = getattr(e, "status_code", None)
-                    last_error = f"{type(e).__name__}: {str(e)[:200]}"
-                    if status is not None and status < 500 and status not in (408, 409, 429):
-                        break  # a client error does not improve on retry
-                except (ValueError, KeyError, IndexError, TypeError, AttributeError) as e:  # malformed body
+                    if _retried_by_sdk(e):  # the SDK spent the rest of the budget on this one
+                        retries = self.config.max_retries
+                    break
+                except (openai.APIResponseValidationError, ValueError, KeyError, IndexError, TypeError,
+                        AttributeError) as e:  # a 200 that is not a chat completion: the SDK does not retry it
                     last_error = f"malformed response: {type(e).__name__}: {str(e)[:200]}"
-                if attempt < self.config.max_retries:
+                    if retries >= self.config.max_retries:
+                        break
                     retries += 1
-                    self.stats["retries"] += 1
-                    delay = min(self.config.backoff_max_s, self.config.backoff_s * 2**attempt)
-                    await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        self.stats["retries"] += retries
         self.stats["failures"] += 1
         log.warning("LLM call failed after %d retries: %s", retries, last_error)
         return Completion(text="", error=last_error, retries=retries)

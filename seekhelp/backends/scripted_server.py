@@ -29,6 +29,7 @@ class Faults:
     malformed: float = 0.0  # 200 with a body that is not a chat completion
     slow_s: float = 3.0
     script: list[str] = field(default_factory=list)  # forced sequence: "429", "500", "slow", "bad", "ok"
+    retry_headers: dict[str, str] = field(default_factory=dict)  # sent with 429/500, e.g. {"Retry-After": "2"}
     seed: int = 0
 
 
@@ -42,6 +43,7 @@ class ScriptedServer:
                  port: int = 0):
         self.reply, self.faults = reply, faults or Faults()
         self.requests: list[dict] = []  # every request body received, in order (faulty ones too)
+        self.request_times: list[float] = []  # time.monotonic() of each chat request, in the same order
         self.counts: dict[str, int] = {"ok": 0, "429": 0, "500": 0, "slow": 0, "bad": 0}
         self._rng = random.Random(self.faults.seed)
         self._lock = threading.Lock()
@@ -73,10 +75,12 @@ class ScriptedServer:
             def log_message(self, *args):  # keep test output clean
                 pass
 
-            def _send(self, code: int, body: bytes) -> None:
+            def _send(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
                 try:
                     self.send_response(code)
                     self.send_header("Content-Type", "application/json")
+                    for k, v in (headers or {}).items():
+                        self.send_header(k, v)
                     self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
                     self.wfile.write(body)
@@ -97,11 +101,14 @@ class ScriptedServer:
                 kind = server._pick()
                 with server._lock:
                     server.requests.append(body)
+                    server.request_times.append(time.monotonic())
                     server.counts[kind] = server.counts.get(kind, 0) + 1
                 if kind == "429":
-                    return self._send(429, b'{"error":{"message":"rate limited","type":"rate_limit"}}')
+                    return self._send(429, b'{"error":{"message":"rate limited","type":"rate_limit"}}',
+                                      server.faults.retry_headers)
                 if kind == "500":
-                    return self._send(500, b'{"error":{"message":"boom","type":"server_error"}}')
+                    return self._send(500, b'{"error":{"message":"boom","type":"server_error"}}',
+                                      server.faults.retry_headers)
                 if kind == "bad":
                     return self._send(200, b'{"unexpected": true')
                 if kind == "slow":

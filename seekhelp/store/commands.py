@@ -176,7 +176,7 @@ def stats(store: StoreOpt = default_store_path(),
         console.print(rich_table(summary, title="stats.sql", width=console.width))
 
 
-def export(out: Annotated[Path, typer.Option(help="Output folder (datasets.save_to_disk + provenance.json).")],
+def export(out: Annotated[Path, typer.Option(help="Output folder (data/*.parquet + provenance.json).")],
            query: Annotated[str, typer.Option(help="Selection query: .sql file or stored query name.")
                             ] = "sft_candidates",
            store: StoreOpt = default_store_path(),

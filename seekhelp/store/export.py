@@ -1,4 +1,8 @@
-"""Export selected trajectories as a chat dataset for SFT (`datasets.save_to_disk`), with a provenance file.
+"""Export selected trajectories as a chat dataset for SFT (parquet in the Hub's layout), with a provenance file.
+
+The folder holds `data/train-00000-of-00001.parquet` and `provenance.json`: what `datasets.load_dataset(folder)`,
+`datasets.load_dataset("parquet", data_files=...)`, `trl sft --dataset_name folder` and the Hub read as they are.
+`read_export` also opens the `save_to_disk` folders older exports wrote.
 
 The selection is any read-only query returning a `trajectory_id` (or `id`) column, typically
 data/queries/sft_candidates.sql. Each dialogue is rebuilt from its stored turns in the SLM's view
@@ -23,6 +27,8 @@ from seekhelp.store.schema import StoreError
 log = logging.getLogger(__name__)
 
 PROVENANCE_FILE = "provenance.json"
+PARQUET_FILE = "data/train-00000-of-00001.parquet"
+_OLD_LAYOUT = ("dataset_info.json", "state.json", "dataset_dict.json")
 COLUMNS = ("messages", "trajectory_id", "question_id", "answers", "split")
 
 
@@ -120,8 +126,10 @@ def export_sft(store_path: str | Path, query_sql: str, out_dir: str | Path, syst
 
     ds = datasets.Dataset.from_dict(rows, features=_features())
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ds.save_to_disk(str(out_dir))
+    for stale in [*(out_dir / f for f in _OLD_LAYOUT), *out_dir.glob("data-*.arrow"), *out_dir.glob("data/*.parquet")]:
+        stale.unlink(missing_ok=True)  # an earlier export into the same folder must not be read back with this one
+    (out_dir / PARQUET_FILE).parent.mkdir(parents=True, exist_ok=True)
+    ds.to_parquet(str(out_dir / PARQUET_FILE))
     provenance = {
         "store": str(store_path),
         "query": query_sql,
@@ -136,3 +144,20 @@ def export_sft(store_path: str | Path, query_sql: str, out_dir: str | Path, syst
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
     return ds
+
+
+def read_export(folder: str | Path):
+    """The dialogues of an export folder as a `datasets.Dataset`: parquet (data/*.parquet) or a save_to_disk folder.
+    Raises FileNotFoundError when the folder holds neither."""
+    import datasets
+
+    folder = Path(folder)
+    files = sorted(folder.glob("data/*.parquet")) or sorted(folder.glob("*.parquet"))
+    if files:
+        return datasets.load_dataset("parquet", data_files={"train": [str(f) for f in files]}, split="train")
+    if any((folder / f).exists() for f in _OLD_LAYOUT):
+        ds = datasets.load_from_disk(str(folder))
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+        return ds
+    raise FileNotFoundError(f"{folder}: not an export folder (no data/*.parquet, no datasets.save_to_disk files)")

@@ -175,7 +175,7 @@ def test_runtime_sends_nothing_private_and_records_the_guard(samples, mode):
         return protocol.render_slm_turn("Done.", "answer", "Paris")
 
     with ScriptedServer(lambda m: "<information>The capital of France is Paris.</information>") as server:
-        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted", backoff_s=0.01))
+        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted"))
         trajs = Runtime(ScriptedSLM(slm), llm, RuntimeConfig(guard=mode, n_max=4)).run(questions)
 
     received = server.user_texts()

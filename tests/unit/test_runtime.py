@@ -22,7 +22,7 @@ def _slm_asks_then_answers(conv: list[dict]) -> str:
 
 
 def _backend(server: ScriptedServer) -> OpenAIBackend:
-    return OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted", backoff_s=0.01))
+    return OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted"))
 
 
 def test_dynamic_episode_records_every_turn_and_the_llm_sees_only_messages():

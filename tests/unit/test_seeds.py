@@ -15,8 +15,11 @@ from pipelines.seeds import (
     TWO_HOP_KINDS,
     Seed,
     SeedError,
+    carve_bucket,
+    check_split_plan,
     entity_split,
     hub_seeds,
+    hub_split_seeds,
     local_seeds,
     offline_seeds,
 )
@@ -120,6 +123,59 @@ def test_hub_seeds_errors():
     bad = {"id": ["x"], "question": ["q?"], "golden_answers": ["not a list"]}
     with pytest.raises(SeedError, match=r"row 0: field 'golden_answers' must be a list"):
         hub_seeds("nq", loader=lambda *a, **k: datasets.Dataset.from_dict(bad))
+
+
+def _qa_rows(n: int, tag: str) -> dict:
+    return {"id": [f"{tag}{i}" for i in range(n)], "question": [f"{tag} question {i}?" for i in range(n)],
+            "golden_answers": [[f"answer {i}"] for i in range(n)]}
+
+
+def test_hub_split_seeds_carves_test_from_train_deterministically_and_disjoint():
+    hub = {"train": _qa_rows(400, "t"), "dev": _qa_rows(50, "d")}
+    loader = lambda path, config, split: datasets.Dataset.from_dict(hub[split])  # noqa: E731
+    plan = {"train": "train", "validation": "dev", "test": "train"}
+    out = hub_split_seeds("hotpotqa", plan, {"test": 0.1}, loader=loader)
+    by = {sp: {s.id for s in out if s.split == sp} for sp in ("train", "validation", "test")}
+    assert len(by["validation"]) == 50 and len(by["train"]) + len(by["test"]) == 400
+    assert 20 <= len(by["test"]) <= 60  # ~10% of 400
+    assert not (by["train"] & by["test"]) and not (by["validation"] & (by["train"] | by["test"]))
+    assert all(carve_bucket(i) < 0.1 for i in by["test"]) and all(carve_bucket(i) >= 0.1 for i in by["train"])
+    again = hub_split_seeds("hotpotqa", plan, {"test": 0.1}, loader=loader)
+    assert [(s.id, s.split) for s in again] == [(s.id, s.split) for s in out]
+    capped = hub_split_seeds("hotpotqa", plan, {"test": 0.1}, {"train": 30, "test": 5}, loader=loader)
+    test_ids = {s.id for s in capped if s.split == "test"}
+    assert len(test_ids) == 5 and test_ids <= by["test"]  # a limit never moves a question to another split
+    assert len([s for s in capped if s.split == "train"]) == 30
+
+
+def test_hub_split_seeds_keeps_a_duplicate_in_test_only():
+    rows = _qa_rows(3, "x")
+    loader = lambda path, config, split: datasets.Dataset.from_dict(rows)  # noqa: E731
+    out = hub_split_seeds("nq", {"train": "train", "test": "test"}, loader=loader)
+    assert [s.split for s in out] == ["test"] * 3
+
+
+def test_hub_split_plans_that_cannot_work_are_refused():
+    with pytest.raises(SeedError, match="the Hub has no 'test' split for musique"):
+        check_split_plan("musique", {"test": "test"}, {})
+    with pytest.raises(SeedError, match="train and test both read the whole 'train' split"):
+        check_split_plan("hotpotqa", {"train": "train", "test": "train"}, {})
+    with pytest.raises(SeedError, match="carve.test: a share between 0 and 1"):
+        check_split_plan("nq", {"train": "train", "test": "train"}, {"test": 1.5})
+    with pytest.raises(SeedError, match="splits: 'dev' is not one of"):
+        check_split_plan("nq", {"dev": "dev"}, {})
+
+
+def test_hub_seeds_from_a_local_folder_in_the_flashrag_layout(tmp_path):
+    (tmp_path / "popqa").mkdir()
+    rows = _qa_rows(4, "p")
+    lines = [json.dumps({"id": i, "question": q, "golden_answers": a})
+             for i, q, a in zip(rows["id"], rows["question"], rows["golden_answers"], strict=True)]
+    (tmp_path / "popqa" / "test.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = hub_split_seeds("popqa", {"test": "test"}, path=str(tmp_path))
+    assert [s.question for s in out] == rows["question"] and {s.split for s in out} == {"test"}
+    with pytest.raises(SeedError, match="cannot load split 'dev'"):
+        hub_seeds("popqa", "validation", path=str(tmp_path))
 
 
 @pytest.fixture

@@ -152,3 +152,89 @@ def test_shipped_recipes_parse(recipe):
         assert model.dtype == "bfloat16" and not model.use_peft and training.activation_checkpointing
     if recipe.endswith("lora.yaml"):
         assert model.use_peft and model.lora_target_modules == "all-linear"
+
+
+# ---------------------------------------------------------------- every key honoured: eval, loss scope, k-bit, push
+
+
+@pytest.fixture
+def parquet_dir(tmp_path) -> str:
+    """An export in the layout seekhelp.store.export writes (data/train-*.parquet + provenance.json)."""
+    import datasets
+
+    from seekhelp.store.export import PARQUET_FILE
+
+    out = tmp_path / "parquet-export"
+    (out / PARQUET_FILE).parent.mkdir(parents=True)
+    datasets.Dataset.from_dict({"messages": [_dialogue(i) for i in range(8)]}).to_parquet(str(out / PARQUET_FILE))
+    (out / "provenance.json").write_text(json.dumps({"query": "SELECT 1", "rows": 8}))
+    return str(out)
+
+
+def _args(tiny_model_dir: str, dataset_dir: str, out: Path, *extra: str):
+    from sft.train import parse
+
+    return parse(["--config", str(ROOT / "sft/recipes/smollm2-135m/demo.yaml"), "--model_name_or_path",
+                  tiny_model_dir, "--store", "", "--dataset_path", dataset_dir, "--output_dir", str(out),
+                  "--max_steps", "2", "--per_device_train_batch_size", "2", "--logging_steps", "1",
+                  "--disable_tqdm", "true", *extra])
+
+
+def test_the_parquet_export_is_what_trl_and_datasets_read(parquet_dir):
+    import datasets
+
+    from sft.data import load_dialogues
+
+    assert load_dialogues(parquet_dir).num_rows == 8
+    as_trl_reads_it = datasets.load_dataset(parquet_dir)  # `trl sft --dataset_name <dir>`
+    assert list(as_trl_reads_it) == ["train"] and as_trl_reads_it["train"][0]["messages"] == _dialogue(0)
+
+
+def test_assistant_only_loss_false_is_honoured(tiny_model_dir, parquet_dir, tmp_path):
+    from sft.train import build_trainer
+
+    masked = build_trainer(*_args(tiny_model_dir, parquet_dir, tmp_path / "a"))
+    full = build_trainer(*_args(tiny_model_dir, parquet_dir, tmp_path / "b", "--assistant_only_loss", "false"))
+    ignored = [sum(t == -100 for t in row) for row in masked.train_dataset["labels"]]
+    assert all(n > 0 for n in ignored)  # the system prompt, the question and the LLM replies are masked out
+    assert all(-100 not in row for row in full.train_dataset["labels"]) and not full.args.assistant_only_loss
+
+
+def test_eval_on_a_held_out_slice_and_on_a_second_export(tiny_model_dir, parquet_dir, dataset_dir, tmp_path):
+    from sft.train import train
+
+    out = train(*_args(tiny_model_dir, parquet_dir, tmp_path / "held", "--eval_strategy", "steps",
+                       "--eval_steps", "1", "--eval_holdout", "2", "--per_device_eval_batch_size", "2"))
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert math.isfinite(metrics["eval_loss"]) and "Dialogues trained on: 6" in (out / "README.md").read_text()
+    from sft.train import build_trainer
+
+    trainer = build_trainer(*_args(tiny_model_dir, parquet_dir, tmp_path / "two", "--eval_strategy", "epoch",
+                                   "--eval_dataset_path", dataset_dir))
+    assert len(trainer.train_dataset) == 8 and len(trainer.eval_dataset) == 8
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--eval_strategy", "steps"], "eval_strategy: 'steps' needs eval_dataset_path or eval_holdout"),
+    (["--eval_holdout", "0.25"], "eval_strategy: 'no', but an eval set is configured"),
+    (["--load_in_4bit", "true", "--use_peft", "true"], "load_in_4bit: "),
+    (["--push_to_hub", "true"], "push_to_hub: true needs hub_model_id"),
+])
+def test_keys_that_cannot_be_honoured_are_one_line(extra, needle, tiny_model_dir, parquet_dir, tmp_path, capsys):
+    line = _main_error(capsys, "--config", str(ROOT / "sft/recipes/smollm2-135m/demo.yaml"), "--model_name_or_path",
+                       tiny_model_dir, "--store", "", "--dataset_path", parquet_dir, "--output_dir",
+                       str(tmp_path / "out"), *extra)
+    assert needle in line, line
+
+
+def test_push_to_hub_pushes_the_finished_folder_once(tiny_model_dir, parquet_dir, tmp_path):
+    from sft.train import train
+    from tests.unit.test_hub import FakeHub
+
+    hub = FakeHub()
+    train(*_args(tiny_model_dir, parquet_dir, tmp_path / "p", "--push_to_hub", "true", "--hub_model_id", "me/sft"),
+          hub_client=hub)
+    assert [c[0] for c in hub.calls] == ["create_repo", "upload_folder"] and hub.calls[0][3] is True  # private
+    files = hub.uploaded["me/sft@main"]
+    assert {"config.json", "model.safetensors", "README.md", "recipe.yaml"} <= set(files)
+    assert b"Loss masking" in files["README.md"]

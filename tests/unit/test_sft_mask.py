@@ -41,7 +41,7 @@ def prepared(smollm2_dir, tmp_path_factory):
     trainer = build_trainer(
         SFTScriptArguments(dataset_path=str(tmp / "data")),
         SFTConfig(output_dir=str(tmp / "out"), bf16=False, activation_checkpointing=False, report_to="none",
-                  max_length=2048, per_device_train_batch_size=1),
+                  max_length=2048, per_device_train_batch_size=1, assistant_only_loss=True),  # as every recipe
         ModelConfig(model_name_or_path=smollm2_dir))
     row = trainer.train_dataset[0]
     return trainer.processing_class, messages, row["input_ids"], row["labels"]

@@ -351,8 +351,11 @@ def test_export_sft(db, tmp_path):
         s.add_trajectories([t0, t1], run)
         s.add_judgments(judge(t0, 1.0) + judge(t1, 1.0))
     out = tmp_path / "sft"
+    (out / "data").mkdir(parents=True)
+    datasets.Dataset.from_dict({"x": [1]}).save_to_disk(str(out))  # an older export in the same folder
     assert export_sft(db, load_query("sft_candidates"), out, "SYSTEM").num_rows == 2
-    ds = datasets.load_from_disk(str(out))
+    assert not (out / "dataset_info.json").exists() and len(list(out.glob("data/*.parquet"))) == 1
+    ds = datasets.load_dataset(str(out), split="train")  # parquet in the Hub's layout: what `trl sft` reads
     assert set(ds.column_names) == {"messages", "trajectory_id", "question_id", "answers", "split"}
     rows = {r["trajectory_id"]: r for r in ds}
     m0 = rows[t0.id]["messages"]
