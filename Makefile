@@ -20,7 +20,7 @@ NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
 
-.PHONY: install test test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm clean
+.PHONY: install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ $(VENV)/.installed: pyproject.toml
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow" --timeout=900
+
+# The GPU recipes chained data → sft → rl → eval on CPU (tiny model, local servers, accelerate with 2 processes).
+test-rehearsal: install
+	$(PY) -m pytest -q -m rehearsal tests/rehearsal --timeout=1800
 
 test-reliability: install
 	$(OFFLINE) $(PY) -m pytest -q tests/reliability --timeout=1800

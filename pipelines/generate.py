@@ -58,6 +58,7 @@ class InjectionConfig:
     kind: str = "offline"  # offline (deterministic, from the knowledge base) | llm (three distilabel steps + check)
     temperature: float = 0.7
     max_new_tokens: int = 256
+    chunk_size: int = 256  # llm: seeds per distilabel run; each chunk is stored before the next starts (resume)
 
 
 @dataclass
@@ -79,12 +80,19 @@ class JudgeConfig:
     max_new_tokens: int = 128
     timeout_s: int = 120  # seconds per call; a call still failing after max_retries is recorded in `failures`
     max_retries: int = 3
+    chunk_size: int = 256  # dialogues per distilabel run; each chunk's verdicts are stored before the next starts
+
+
+@dataclass
+class RayConfig:
+    address: str | None = None  # a running Ray head (e.g. 127.0.0.1:6379): run the distilabel DAGs there
+    replicas: int = 1  # copies of each LLM step (and of the teacher step), one Ray actor (or process) each
 
 
 @dataclass
 class DataRecipe:
     store: str = "data/store.duckdb"
-    shards: str = "data/shards"
+    shards: str = "data/shards"  # with ray.address: a folder every Ray node can write (shared filesystem)
     batch_size: int = 64
     seeds: SeedsConfig = field(default_factory=SeedsConfig)
     injection: InjectionConfig = field(default_factory=InjectionConfig)
@@ -92,6 +100,7 @@ class DataRecipe:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     endpoint: EndpointConfig = field(default_factory=EndpointConfig)  # for LLM injection and the LLM judge
     hub_dataset_id: str | None = None  # `make push`: the dataset repo (card + this recipe as pipeline.yaml)
+    ray: RayConfig = field(default_factory=RayConfig)
 
 
 def load_seeds(cfg: SeedsConfig):
@@ -142,21 +151,12 @@ def _seed_id(seed) -> str:
     return seed.id if hasattr(seed, "id") else content_hash("seed", seed.get("question"), seed.get("answers"))
 
 
-def inject(recipe: DataRecipe, seeds, base_url, model) -> tuple[list[Question], list[dict]]:
-    if recipe.injection.kind == "offline":
-        from pipelines.offline_inject import inject as offline_inject
+def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict]]:
+    from pipelines.offline_inject import inject as offline_inject
 
-        res = offline_inject(seeds, seed=recipe.seeds.seed)
-        rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]}
-                    for r in res.rejected]
-        return res.questions, rejected
-    from pipelines.llm_injection import run_llm_injection
-
-    qs, rejected = run_llm_injection(seeds, base_url, model, api_key_env=recipe.endpoint.api_key_env,
-                                     temperature=recipe.injection.temperature,
-                                     max_new_tokens=recipe.injection.max_new_tokens)
-    return qs, [{"item_id": r.get("seed_id"), "stage": "injection", "reason": r.get("reason"),
-                 } for r in rejected]
+    res = offline_inject(seeds, seed=recipe.seeds.seed)
+    rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]} for r in res.rejected]
+    return res.questions, rejected
 
 
 def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: Path, run_id: str) -> None:
@@ -174,7 +174,7 @@ def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: 
         runtime_cfg = {"slm_base_url": t.slm.base_url, "slm_model": t.slm.model, "llm_base_url": t.llm.base_url,
                        "llm_model": t.llm.model, "temperature": t.temperature, "n_max": t.n_max, "ground": t.ground,
                        "api_key_env": t.slm.api_key_env}
-    from pipelines.llm_injection import _contained
+    from pipelines.llm_injection import _contained, _replicas, with_ray
 
     rows = [{"question_json": json.dumps(q.to_dict(), ensure_ascii=False)} for q in questions]
     cache = Path(recipe.shards).parent / "cache"
@@ -187,53 +187,21 @@ def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: 
         with _contained(work), Pipeline(name=f"seekhelp-teacher-{run_id}", cache_dir=str(work)) as pipe:
             load = LoadDataFromDicts(data=rows, batch_size=recipe.batch_size)
             teach = TeacherDialogues(teacher=t.kind, samples=t.samples, seed=recipe.seeds.seed,
-                                     runtime_config=runtime_cfg, input_batch_size=recipe.batch_size)
+                                     runtime_config=runtime_cfg, input_batch_size=recipe.batch_size,
+                                     **_replicas(recipe.ray.replicas))
             judge = DeterministicJudges(input_batch_size=recipe.batch_size)
             write = WriteShards(shard_dir=str(shard_dir), run_id=run_id, input_batch_size=recipe.batch_size)
             load >> teach >> judge >> write
-            distiset = pipe.run(use_cache=False)
+            distiset = with_ray(pipe, recipe.ray.address).run(use_cache=False)
         produced = distiset["default"]["train"] if distiset else []
         if len(produced) != len(rows):  # distilabel can drop or blank failed batches: never silently
             log.warning("teacher pipeline returned %d of %d rows", len(produced), len(rows))
     finally:
+        if recipe.ray.address:
+            import ray
+
+            ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def llm_judge(recipe: DataRecipe, store, base_url, model, shard_dir: Path, run_id: str) -> int:
-    from pipelines.llm_injection import run_llm_judge
-    from seekhelp.store.ingest import write_shard
-
-    limit = f"LIMIT {int(recipe.judge.limit)}" if recipe.judge.limit else ""
-    todo = store.sql(f"""
-        SELECT t.id AS trajectory_id, list(u.sent ORDER BY u.idx) AS messages_sent, any_value(q.privacy_items) AS pi
-        FROM trajectories t JOIN turns u ON u.trajectory_id = t.id AND u.role = 'llm' AND u.sent IS NOT NULL
-        JOIN questions q ON q.id = t.question_id
-        WHERE NOT EXISTS (SELECT 1 FROM judgments j WHERE j.trajectory_id = t.id AND j.judge = 'leak_judge'
-                          AND j.value IS NOT NULL)
-        GROUP BY t.id ORDER BY t.id {limit}""").to_dicts()
-    if not todo:
-        return 0
-    items = [{"trajectory_id": r["trajectory_id"], "messages_sent": r["messages_sent"], "privacy_items": r["pi"]}
-             for r in todo]
-    verdicts = run_llm_judge(items, base_url, model, api_key_env=recipe.endpoint.api_key_env,
-                             max_new_tokens=recipe.judge.max_new_tokens, timeout_s=recipe.judge.timeout_s,
-                             max_retries=recipe.judge.max_retries)
-    rows = [{"trajectory_id": v["trajectory_id"], "judge": "leak_judge", "value": float(bool(v["leak"])),
-             "label": "leak" if v["leak"] else "clean",
-             "details": json.dumps({k: v.get(k) for k in ("leaked_items", "reason", "error")}, default=str)}
-            for v in verdicts if v.get("leak") is not None]
-    # a verdict the judge could not give is a failure (re-judged on the next run), never an 'error' judgment
-    got = {v["trajectory_id"] for v in verdicts}
-    failed = [{"item_id": v["trajectory_id"], "stage": "llm_judge", "reason": v.get("error") or "no verdict"}
-              for v in verdicts if v.get("leak") is None]
-    failed += [{"item_id": i["trajectory_id"], "stage": "llm_judge", "reason": "no verdict returned"}
-               for i in items if i["trajectory_id"] not in got]
-    if rows:
-        write_shard(shard_dir, "judgments", rows, run_id)
-    if failed:
-        log.warning("LLM judge: %d of %d dialogues without a verdict (recorded in failures)", len(failed), len(items))
-        write_shard(shard_dir, "failures", failed, run_id)
-    return len(rows)
 
 
 def run(recipe: DataRecipe) -> dict:
@@ -258,15 +226,20 @@ def run(recipe: DataRecipe) -> dict:
         with endpoint(recipe.endpoint, needs_endpoint) as (base_url, model):
             from seekhelp.store.ingest import write_shard
 
-            questions, rejected = inject(recipe, seeds, base_url, model)
-            log.info("%d questions, %d rejected by the checks", len(questions), len(rejected))
-            stored = store.stored_ids("questions", [q.id for q in questions])
-            if new := [q for q in questions if q.id not in stored]:
-                write_shard(shard_dir, "questions", new, run_id)
-            known = set(store.sql("SELECT item_id FROM failures WHERE stage = 'injection'")["item_id"].to_list())
-            if rejected := [r for r in rejected if r["item_id"] not in known]:
-                write_shard(shard_dir, "failures", rejected, run_id)
-            store.ingest_shards(shard_dir)
+            if recipe.injection.kind == "llm":  # chunk by chunk, each stored as it finishes
+                from pipelines import resumable
+
+                questions = resumable.inject(recipe, store, seeds, base_url, model, shard_dir, run_id)
+            else:
+                questions, rejected = inject_offline(recipe, seeds)
+                log.info("%d questions, %d rejected by the checks", len(questions), len(rejected))
+                stored = store.stored_ids("questions", [q.id for q in questions])
+                if new := [q for q in questions if q.id not in stored]:
+                    write_shard(shard_dir, "questions", new, run_id)
+                known = set(store.sql("SELECT item_id FROM failures WHERE stage = 'injection'")["item_id"].to_list())
+                if rejected := [r for r in rejected if r["item_id"] not in known]:
+                    write_shard(shard_dir, "failures", rejected, run_id)
+                store.ingest_shards(shard_dir)
             have = set(store.sql("SELECT DISTINCT question_id FROM trajectories WHERE strategy = 'teacher'")
                        ["question_id"].to_list())
             todo = [q for q in questions if q.id not in have
@@ -276,9 +249,9 @@ def run(recipe: DataRecipe) -> dict:
                 teacher_dialogues(recipe, todo, shard_dir, run_id)
                 store.ingest_shards(shard_dir)
             if recipe.judge.llm_judge:
-                n = llm_judge(recipe, store, base_url, model, shard_dir, run_id)
-                log.info("LLM judge: %d verdicts", n)
-                store.ingest_shards(shard_dir)
+                from pipelines import resumable
+
+                log.info("LLM judge: %d verdicts", resumable.judge(recipe, store, base_url, model, shard_dir, run_id))
         store.finish_run(run_id, "ok")
         counts = store.counts()
     return {"run_id": run_id, "wall_s": round(time.perf_counter() - t0, 1), "rows": counts}

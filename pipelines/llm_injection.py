@@ -98,8 +98,12 @@ def _contained(work: Path) -> Iterator[None]:
 
 
 def run_pipeline(name: str, rows: list[dict[str, Any]], make_steps: Callable[[], list[Any]], batch_size: int,
-                 cache_dir: str | Path | None = None) -> dict[int, dict[str, Any]]:
-    """Run LoadDataFromDicts(rows) >> steps... >> PackRows; return the final rows keyed by their "row" number."""
+                 cache_dir: str | Path | None = None, ray_address: str | None = None) -> dict[int, dict[str, Any]]:
+    """Run LoadDataFromDicts(rows) >> steps... >> PackRows; return the final rows keyed by their "row" number.
+
+    ``ray_address`` (e.g. ``ray://head:10001`` or ``127.0.0.1:6379``) runs the same DAG on that Ray cluster through
+    distilabel's own Ray runner; each step's ``resources.replicas`` then become Ray actors spread over its nodes.
+    """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("distilabel pipelines must run on the main thread (Pipeline.run sets signal handlers)")
     if cache_dir is not None:
@@ -114,15 +118,41 @@ def run_pipeline(name: str, rows: list[dict[str, Any]], make_steps: Callable[[],
                 step = LoadDataFromDicts(name="load", data=rows, batch_size=batch_size)
                 for nxt in [*make_steps(), PackRows(name="pack", input_batch_size=batch_size)]:
                     step = step >> nxt
-            distiset = pipeline.run(use_cache=False)
+            distiset = with_ray(pipeline, ray_address).run(use_cache=False)
         out: dict[int, dict[str, Any]] = {}
         if "default" in distiset:
             for r in distiset["default"]["train"].to_list():
                 out[int(r["row"])] = json.loads(r["record"])
         return out
     finally:
+        if ray_address:  # ends this driver's job: its named queue actors go with it, so the next chunk can reuse names
+            import ray
+
+            ray.shutdown()
         if cache_dir is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def with_ray(pipeline: Any, ray_address: str | None) -> Any:
+    """The pipeline itself, or its Ray twin connected to the cluster at ``ray_address`` (its head must be up).
+
+    The Ray workers import our Steps, so every node needs this checkout on its PYTHONPATH (``ray start`` from the
+    checkout with ``PYTHONPATH=.``), and the shard folder must be a path every node can write to.
+    """
+    if not ray_address:
+        return pipeline
+    try:
+        import ray  # noqa: F401
+    except ImportError as e:
+        raise RuntimeError("ray.address is set but ray is not installed (pip install 'seekhelp[ray]')") from e
+    return pipeline.ray(ray_head_node_url=ray_address, ray_init_kwargs={"log_to_driver": False,
+                                                                             "ignore_reinit_error": True})
+
+
+def _replicas(n: int) -> dict[str, Any]:
+    from distilabel.steps import StepResources
+
+    return {"resources": StepResources(replicas=n)} if n > 1 else {}
 
 
 def _llm_factory(base_url: str, model: str, api_key_env: str, max_new_tokens: int, max_retries: int,
@@ -150,18 +180,20 @@ def rejection_reason(rec: dict[str, Any] | None) -> str | None:
 def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
                       batch_size: int = 8, temperature: float = 0.7, max_new_tokens: int = 256,
                       cache_dir: str | Path | None = None, max_retries: int = 3, timeout_s: int = 120,
-                      structured_output: bool = True) -> tuple[list[Question], list[dict[str, Any]]]:
+                      structured_output: bool = True, ray_address: str | None = None,
+                      replicas: int = 1) -> tuple[list[Question], list[dict[str, Any]]]:
     """Privacy-injected Questions from public seeds through an LLM, plus the rejected seeds with their reasons.
 
     The three rewrite steps sample at ``temperature``; the check is greedy. ``structured_output`` sends each step's
     JSON schema as ``response_format`` (replies are validated either way). Answers are always the seed's.
+    ``replicas`` copies of each LLM step share the rows (on Ray, one actor each: see `run_pipeline`).
     """
     if not seeds:
         return [], []
     llm = _llm_factory(base_url, model, api_key_env, max_new_tokens, max_retries, timeout_s, structured_output)
 
     def steps() -> list[Any]:
-        kw = {"input_batch_size": batch_size}
+        kw = {"input_batch_size": batch_size, **_replicas(replicas)}
         return [InventPersonalFacts(name="invent_facts", llm=llm(InventPersonalFacts.SCHEMA, temperature), **kw),
                 RestateWithFacts(name="restate_with_facts", llm=llm(RestateWithFacts.SCHEMA, temperature), **kw),
                 AskThroughFacts(name="ask_through_facts", llm=llm(AskThroughFacts.SCHEMA, temperature), **kw),
@@ -170,7 +202,7 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
     rows = [{"row": i, "original_question": s.question, "answers": list(s.answers), "prompt_tokens": 0,
              "completion_tokens": 0} for i, s in enumerate(seeds)]
     t0 = time.perf_counter()
-    out = run_pipeline("seekhelp-llm-inject", rows, steps, batch_size, cache_dir)
+    out = run_pipeline("seekhelp-llm-inject", rows, steps, batch_size, cache_dir, ray_address)
     accepted: list[Question] = []
     rejected: list[dict[str, Any]] = []
     for i, seed in enumerate(seeds):
@@ -202,7 +234,8 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
 def run_llm_judge(items: list[dict[str, Any]], base_url: str, model: str, *, api_key_env: str = "OPENAI_API_KEY",
                   batch_size: int = 8, temperature: float = 0.0, max_new_tokens: int = 512,
                   cache_dir: str | Path | None = None, max_retries: int = 3, timeout_s: int = 120,
-                  structured_output: bool = True) -> list[dict[str, Any]]:
+                  structured_output: bool = True, ray_address: str | None = None,
+                  replicas: int = 1) -> list[dict[str, Any]]:
     """Leakage verdicts, one per item ({trajectory_id, messages_sent, privacy_items}), in the items' order.
 
     Returns dicts {trajectory_id, leak, leaked_items, reason, error, prompt_tokens, completion_tokens}. An item
@@ -228,9 +261,9 @@ def run_llm_judge(items: list[dict[str, Any]], base_url: str, model: str, *, api
 
         def steps() -> list[Any]:
             return [PrivacyJudgeTask(name="privacy_judge", llm=llm(PrivacyJudgeTask.SCHEMA, temperature),
-                                     input_batch_size=batch_size)]
+                                     input_batch_size=batch_size, **_replicas(replicas))]
 
-        out = run_pipeline("seekhelp-llm-judge", rows, steps, batch_size, cache_dir)
+        out = run_pipeline("seekhelp-llm-judge", rows, steps, batch_size, cache_dir, ray_address)
         for r in rows:
             rec = out.get(r["row"])
             i = r["row"]

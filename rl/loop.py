@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rl.policy import PolicyConfig, RetrainConfig, RetrainError, check
 from seekhelp.config import RecipeError, load_recipe
 
 log = logging.getLogger("rl.loop")
@@ -54,6 +55,8 @@ class RLRecipe:
     batch_size: int = 32
     llm: LLMEndpoint = field(default_factory=LLMEndpoint)
     hub_model_id: str | None = None  # `make push` / seekhelp.hub: round-N is pushed as revision round-N
+    policy: PolicyConfig = field(default_factory=PolicyConfig)  # how rollouts are sampled (rl/policy.py)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)  # how each round retrains (rl/policy.py)
 
 
 def policy_label(recipe: RLRecipe, r: int) -> str:
@@ -88,10 +91,11 @@ def main(argv: list[str] | None = None) -> int:
             raise RecipeError(f"init_model: {recipe.init_model} is not a model folder (run `make sft` first)")
         if recipe.llm.kind not in ("openai", "local"):
             raise RecipeError(f"llm.kind: {recipe.llm.kind!r} is not one of openai, local")
+        check(recipe.policy, recipe.retrain)
         if not Path(recipe.store).exists():
             raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
         table = run(recipe)
-    except (RecipeError, StoreError, ModelError, ServerError, FileNotFoundError) as e:
+    except (RecipeError, StoreError, ModelError, ServerError, RetrainError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(table))

@@ -1,7 +1,6 @@
 """One RL round at a time: sampling, rewarding, selecting, retraining and validating (used by rl/loop.py)."""
 
 import contextlib
-import gc
 import logging
 import time
 from pathlib import Path
@@ -31,6 +30,9 @@ class RoundRunner:
         self.reward_cfg = RewardConfig(alpha=recipe.alpha, beta=recipe.beta, n_max=recipe.n_max)
         self._stack = contextlib.ExitStack()
         self._policy = None  # (round, backend)
+        from rl.policy import PolicySampler
+
+        self.sampler = PolicySampler(recipe.policy, recipe.batch_size)
 
     # ------------------------------------------------------------------------------------------- set-up
     def __enter__(self) -> "RoundRunner":
@@ -63,6 +65,7 @@ class RoundRunner:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.sampler.close()
         self._stack.close()
 
     def _questions(self, split: str, limit: int) -> list[Question]:
@@ -76,15 +79,13 @@ class RoundRunner:
         return [Question.from_dict(row) for row in rows]
 
     def _backend(self, r: int):
+        """The sampler of round r's checkpoint (in-process, served, or vLLM: `policy` in the recipe)."""
         from rl.loop import checkpoint, policy_label
-        from seekhelp.backends.local import TransformersBackend
 
         if self._policy and self._policy[0] == r:
             return self._policy[1]
         self._policy = None
-        gc.collect()
-        b = TransformersBackend(str(checkpoint(self.recipe, r)), name=policy_label(self.recipe, r),
-                                max_batch_size=self.recipe.batch_size)
+        b = self.sampler.open(str(checkpoint(self.recipe, r)), policy_label(self.recipe, r))
         self._policy = (r, b)
         return b
 
@@ -187,8 +188,8 @@ class RoundRunner:
 
     def retrain(self, r: int, run_id: str) -> int:
         from rl.loop import checkpoint, policy_label
+        from rl.policy import batch_args, run_sft
         from seekhelp.store.query import load_query
-        from sft.train import parse, train
 
         rc = self.recipe
         export_dir = Path(rc.output_dir) / f"round-{r}-data"
@@ -206,11 +207,11 @@ class RoundRunner:
             shutil.copytree(checkpoint(rc, r - 1), checkpoint(rc, r), dirs_exist_ok=True)
             return 0
         self._policy = None
-        gc.collect()
+        self.sampler.close()  # the sampler's memory (a served or in-process engine) goes back to the trainer
         args = ["--config", rc.sft_recipe, "--store", "", "--dataset_path", str(export_dir),
                 "--model_name_or_path", str(checkpoint(rc, r - 1)), "--output_dir", str(checkpoint(rc, r)),
-                "--run_ids", run_id, *rc.sft_overrides]
-        train(*parse(args))
+                "--run_ids", run_id, *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain)]
+        run_sft(rc.retrain, args)
         return ds.num_rows
 
     # ------------------------------------------------------------------------------------------- driver
@@ -221,8 +222,10 @@ class RoundRunner:
             log.info("round %d already finished; skipping", r)
             return
         t0 = time.perf_counter()
-        run_id = self.store.start_run("rl", {"recipe": vars(self.recipe) | {"llm": vars(self.recipe.llm)},
-                                             "round": r}, run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}")
+        from seekhelp.config import to_dict
+
+        run_id = self.store.start_run("rl", {"recipe": to_dict(self.recipe), "round": r},
+                                      run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}")
         n_rollouts = n_selected = 0
         if r > 0:
             n_rollouts = self.rollouts(r, run_id)

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,6 +58,13 @@ def _serve_command(model_dir: str, port: int, host: str) -> list[str]:
             if os.environ.get("SEEKHELP_SERVE_DEVICE", "auto") == "cpu" else "auto", "--log-level", "warning"]
 
 
+def vllm_serve_command(model_dir: str, port: int, host: str) -> list[str]:
+    """`vllm serve` on a model folder (GPU machines; the `vllm` extra), pinned to that folder's name like ours."""
+    exe = Path(sys.executable).with_name("vllm")
+    return [str(exe) if exe.exists() else "vllm", "serve", model_dir, "--host", host, "--port", str(port),
+            "--served-model-name", model_dir]
+
+
 def _die_with_parent() -> None:
     """Runs in the server's child process (Linux): SIGTERM it when our process dies, even by SIGKILL, so that no
     orphaned server keeps a port and two cores busy after an interrupted run."""
@@ -70,15 +77,19 @@ def _die_with_parent() -> None:
 
 @contextlib.contextmanager
 def serve(model: str = "smollm2-135m", port: int | None = None, host: str = "127.0.0.1",
-          log_path: Path | None = None, timeout_s: float = 180.0) -> Iterator[RunningServer]:
-    """Run `transformers serve` on a registry model or folder for the duration of the block."""
+          log_path: Path | None = None, timeout_s: float = 180.0,
+          command: Callable[[str, int, str], list[str]] | None = None,
+          extra_args: Sequence[str] = ()) -> Iterator[RunningServer]:
+    """Run `transformers serve` (or `command(model_dir, port, host)`, e.g. `vllm_serve_command`) on a registry model
+    or folder for the duration of the block; `extra_args` are appended to its command line."""
     from seekhelp import models
 
     model_dir = models.resolve(model)
     port = port or free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"), "TOKENIZERS_PARALLELISM": "false"}
     log_file = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(_serve_command(model_dir, port, host), stdout=log_file, stderr=subprocess.STDOUT,
+    argv = [*(command or _serve_command)(model_dir, port, host), *extra_args]
+    proc = subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT,
                             env=env, start_new_session=True, preexec_fn=_die_with_parent)
     root = f"http://{host}:{port}"
     try:

@@ -70,7 +70,9 @@ def test_a_round_with_nothing_above_the_threshold_keeps_the_policy(tiny_model_di
     assert kept.read_bytes() == (Path(tiny_model_dir) / "model.safetensors").read_bytes()
 
 
-@pytest.mark.parametrize("bad, msg", [("llm.kind=ollama", "llm.kind"), ("init_model=/nonexistent", "init_model")])
+@pytest.mark.parametrize("bad, msg", [("llm.kind=ollama", "llm.kind"), ("init_model=/nonexistent", "init_model"),
+                                      ("policy.kind=sglang", "policy.kind"), ("retrain.launcher=slurm", "retrain"),
+                                      ("retrain.launcher=accelerate", "retrain.accelerate_config")])
 def test_bad_recipe_is_one_line(tmp_path, tiny_model_dir, bad, msg, capsys):
     from rl.loop import main
 
@@ -78,8 +80,26 @@ def test_bad_recipe_is_one_line(tmp_path, tiny_model_dir, bad, msg, capsys):
     import yaml
 
     cfg = tmp_path / "rl.yaml"
-    d = {k: v for k, v in vars(recipe).items() if k != "llm"} | {"llm": vars(recipe.llm)}
+    from seekhelp.config import to_dict
+
+    d = to_dict(recipe) | {"retrain": {"accelerate_config": str(tmp_path / "missing.yaml")}}
     cfg.write_text(yaml.safe_dump(d))
     assert main(["--config", str(cfg), "--set", bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and msg in err[0]
+
+
+def test_retrain_keeps_the_sft_effective_batch(tmp_path):
+    from rl.policy import RetrainConfig, batch_args
+    from seekhelp.config import RecipeError
+
+    sft = tmp_path / "sft.yaml"
+    sft.write_text("per_device_train_batch_size: 4\ngradient_accumulation_steps: 4\n")
+    eight = RetrainConfig(launcher="accelerate", num_processes=8, sft_processes=8)
+    assert batch_args(str(sft), [], eight) == ["--gradient_accumulation_steps", "4"]  # 4 x 4 x 8 = 128
+    # one in-process retrain of a recipe made for 8 GPUs: 32 accumulation steps, not a batch of 16
+    assert batch_args(str(sft), [], RetrainConfig(sft_processes=8)) == ["--gradient_accumulation_steps", "32"]
+    assert batch_args(str(sft), ["--per_device_train_batch_size", "8"], eight)[-1] == "2"
+    assert batch_args(str(sft), ["--gradient_accumulation_steps", "1"], eight) == []  # the overrides decide
+    with pytest.raises(RecipeError, match="effective batch 128"):
+        batch_args(str(sft), ["--per_device_train_batch_size", "48"], eight)
