@@ -53,7 +53,7 @@ def _run(strategy: str):
     inner = slm.reply
     slm.reply = lambda conv: (seen.append(conv), inner(conv))[1]
     with ScriptedServer(reply=llm_reply) as server:
-        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted", backoff_s=0.01))
+        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted"))
         ctx = StrategyContext(slm=slm, llm=llm, config=RuntimeConfig(guard="block"), grounder=grounder)
         (traj,) = asyncio.run(run_strategy(strategy, ctx, [Q]))
         return traj, seen, list(server.requests)
@@ -103,7 +103,7 @@ def test_a_leaky_policy_scores_above_zero_behind_a_blocking_guard():
     qs = [Q, Question("My sister Maria visits Chile. What is its capital?", ["Santiago"],
                       ["The user's sister Maria Rojas visits Chile."])]
     with ScriptedServer(reply=llm_reply) as server:
-        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted", backoff_s=0.01))
+        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted"))
         trajs = Runtime(ScriptedSLM(leaky), llm, RuntimeConfig(guard="block")).run(qs)
         assert len(server.requests) == 1  # only Maria's question sent it (it names nobody of hers)
     m = aggregate.run_metrics(trajs, {q.id: q for q in qs}, {})
