@@ -118,11 +118,11 @@ class City:
     population: int
 
 
-def _people(n: int) -> str:
+def people(n: int) -> str:
     return f"about {n / 1e6:.1f} million" if n >= 1_000_000 else f"about {n:,}"
 
 
-def _join(names: list[str]) -> str:
+def join_names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -137,13 +137,13 @@ def country_facts(c: Country) -> list[Fact]:
         facts.append(Fact(c.name, "continent", c.continent, f"{cap(name)} is a country in {c.continent}.", c.code))
     if c.languages:
         facts.append(Fact(c.name, "languages", ", ".join(c.languages),
-                          f"Languages spoken in {name} include {_join(c.languages)}.", c.code))
+                          f"Languages spoken in {name} include {join_names(c.languages)}.", c.code))
     if c.neighbours:
         facts.append(Fact(c.name, "neighbours", ", ".join(c.neighbours),
-                          f"{cap(name)} borders {_join([the(n) for n in c.neighbours])}.", c.code))
+                          f"{cap(name)} borders {join_names([the(n) for n in c.neighbours])}.", c.code))
     if c.population:
         facts.append(Fact(c.name, "population", str(c.population),
-                          f"The population of {name} is {_people(c.population)}.", c.code))
+                          f"The population of {name} is {people(c.population)}.", c.code))
     return facts
 
 
@@ -151,7 +151,7 @@ def city_facts(city: City, country: Country) -> list[Fact]:
     return [
         Fact(city.name, "country", country.name, f"{city.name} is a city in {the(country.name)}.", city.id),
         Fact(city.name, "population", str(city.population),
-             f"The city of {city.name} has a population of {_people(city.population)}.", city.id),
+             f"The city of {city.name} has a population of {people(city.population)}.", city.id),
     ]
 
 
