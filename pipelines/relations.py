@@ -119,7 +119,6 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
 )}
 BRIDGES = tuple(r for r, rel in RELATIONS.items() if rel.pivot)  # first hops of two-hop questions
 SECOND_HOPS = tuple(r for r, rel in RELATIONS.items() if rel.follow_up)
-SUBJECT_NOUN = {"country": "country", "capital": "city", "city": "city"}
 
 # A self-contained question states the fact ({state}: a Relation.state wording) before its private question.
 LEADS = ("I already know that {state}.", "{State}, as I learned at school.", "My guidebook says {state}.",
