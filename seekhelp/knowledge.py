@@ -3,7 +3,9 @@
 Countries give capital, currency, continent, languages, neighbours and population; large cities give their
 country and population. Each fact is one short English sentence. `KnowledgeBase.retrieve` is a small BM25
 search over those sentences with one step of multi-hop expansion, used as the grounding hook of the LLM role
-in the offline world: the expert answers "What is the capital of Peru?" from the fact it retrieves.
+in the offline world: the expert answers "What is the capital of Peru?" from the fact it retrieves. A request
+that names no country, capital or city ("Which currency is used there?") cannot be grounded: `missing` says what
+it lacks, and the offline experts ask back with `<need>` (`need_text`) instead of answering from words alone.
 """
 
 import functools
@@ -118,11 +120,11 @@ class City:
     population: int
 
 
-def _people(n: int) -> str:
+def people(n: int) -> str:
     return f"about {n / 1e6:.1f} million" if n >= 1_000_000 else f"about {n:,}"
 
 
-def _join(names: list[str]) -> str:
+def join_names(names: list[str]) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
@@ -137,13 +139,13 @@ def country_facts(c: Country) -> list[Fact]:
         facts.append(Fact(c.name, "continent", c.continent, f"{cap(name)} is a country in {c.continent}.", c.code))
     if c.languages:
         facts.append(Fact(c.name, "languages", ", ".join(c.languages),
-                          f"Languages spoken in {name} include {_join(c.languages)}.", c.code))
+                          f"Languages spoken in {name} include {join_names(c.languages)}.", c.code))
     if c.neighbours:
         facts.append(Fact(c.name, "neighbours", ", ".join(c.neighbours),
-                          f"{cap(name)} borders {_join([the(n) for n in c.neighbours])}.", c.code))
+                          f"{cap(name)} borders {join_names([the(n) for n in c.neighbours])}.", c.code))
     if c.population:
         facts.append(Fact(c.name, "population", str(c.population),
-                          f"The population of {name} is {_people(c.population)}.", c.code))
+                          f"The population of {name} is {people(c.population)}.", c.code))
     return facts
 
 
@@ -151,7 +153,7 @@ def city_facts(city: City, country: Country) -> list[Fact]:
     return [
         Fact(city.name, "country", country.name, f"{city.name} is a city in {the(country.name)}.", city.id),
         Fact(city.name, "population", str(city.population),
-             f"The city of {city.name} has a population of {_people(city.population)}.", city.id),
+             f"The city of {city.name} has a population of {people(city.population)}.", city.id),
     ]
 
 
@@ -169,6 +171,7 @@ class KnowledgeBase:
     _by_entity: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _by_object: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _entity_tokens: list[tuple[frozenset[str], ...]] = field(default_factory=list, repr=False)
+    _names: dict[str, set[frozenset[str]]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         postings: dict[str, list[tuple[int, int]]] = defaultdict(list)
@@ -185,7 +188,13 @@ class KnowledgeBase:
             self._entity_tokens.append(tuple(frozenset(tokens(e)) for e in ends))
             if f.subject_id:
                 by_entity[f.subject_id.lower()].append(i)
+        names: dict[str, set[frozenset[str]]] = defaultdict(set)
+        for ends in self._entity_tokens:
+            for name in ends:
+                if name:  # a name made only of stopwords ("Of") could never be told from the words around it
+                    names[min(name)].add(name)
         self._postings = dict(postings)
+        self._names = dict(names)
         self._by_entity = dict(by_entity)
         self._by_object = dict(by_object)
         self._avg = sum(self._lengths) / max(1, len(self._lengths))
@@ -215,6 +224,16 @@ class KnowledgeBase:
         seen = set(idx)
         tail = [i for i in self._by_object.get(fold(entity.strip()), []) if i not in seen]
         return [self.facts[i] for i in idx + tail]
+
+    def names_entity(self, query: str) -> bool:
+        """True when the query names a country, capital or city of the knowledge base (all of its words)."""
+        q = set(tokens(query))
+        return any(name <= q for t in q for name in self._names.get(t, ()))
+
+    def missing(self, query: str) -> str | None:
+        """What a request lacks for the knowledge base to ground it: None when it names an entity, else which
+        kind of place it should name ("country", "city", or "country or city" when it does not say)."""
+        return None if self.names_entity(query) else place_noun(query)
 
     def _scores(self, query_tokens: list[str]) -> dict[int, float]:
         n = len(self.facts)
@@ -283,10 +302,27 @@ def _build(min_city_population: int) -> KnowledgeBase:
     return KnowledgeBase(countries=countries, cities=cities, facts=facts)
 
 
-def grounder(kb: KnowledgeBase, k: int = 3) -> Callable[[str], list[str]]:
-    """A runtime grounding hook: query text -> the texts of the k best facts."""
+def place_noun(query: str) -> str:
+    """Which kind of place a request refers to without naming it: "city", "country", or "country or city"."""
+    words = set(re.findall(r"[a-z]+", fold(query)))
+    return "city" if words & {"city", "town"} else "country" if words & {"country", "nation"} else "country or city"
+
+
+def need_text(missing: str) -> str:
+    """What the expert asks back when a request names no place it can look up (`KnowledgeBase.missing`)."""
+    return f"Which {missing} do you mean? The request names none I can look up; please give its name."
+
+
+def grounder(kb: KnowledgeBase, k: int = 3, ask_back: bool = True) -> Callable[[str], list[str]]:
+    """A runtime grounding hook: query text -> the texts of the k best facts. With `ask_back`, a query that names
+    no entity of the knowledge base gets, instead of facts retrieved for words alone (a random country's currency
+    for "Which currency is used there?"), one note telling the expert to reply <need> with what is missing."""
 
     def ground(query: str) -> list[str]:
+        missing = kb.missing(query) if ask_back else None
+        if missing:
+            return [f"The request names no {missing} these notes could be about: reply <need>{need_text(missing)}"
+                    "</need> instead of guessing."]
         return [f.text for f in kb.retrieve(query, k=k)]
 
     return ground

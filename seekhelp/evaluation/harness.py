@@ -74,10 +74,15 @@ def resolve_slm(spec: str | list[str]) -> str | None:
 
 
 def kb_reply(kb, k: int = 3):
-    """The kb-retriever's reply: the top-k knowledge-base facts for the last message, as <information>."""
+    """The kb-retriever's reply: the top-k knowledge-base facts for the last message, as <information>; a message
+    that names no country, capital or city gets <need> saying which place is missing (it could only be guessed)."""
+    from seekhelp.knowledge import need_text
 
     def reply(messages: list[dict]) -> str:
         query = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
+        missing = kb.missing(query) if query.strip() else None
+        if missing:
+            return f"The request does not say which {missing} it is about.\n<need>{need_text(missing)}</need>"
         facts = [f.text for f in kb.retrieve(query, k=k)] if query.strip() else []
         if not facts:
             return "Nothing in the knowledge base matches.\n<information>No relevant facts found.</information>"

@@ -84,3 +84,39 @@ def test_text_helpers():
     assert tokens("Which countries border Germany?") == ["border", "germany"]
     assert the("United States") == "the United States" and the("Peru") == "Peru"
     assert the("The Netherlands") == "the Netherlands"
+
+
+@pytest.mark.parametrize(
+    ("query", "missing"),
+    [
+        ("What is the capital of Peru?", None),
+        ("Which country has Lima as its capital?", None),
+        ("In which country is Osaka?", None),
+        ("What is the capital of the country where Osaka is located?", None),
+        ("Which currency is used there?", "country or city"),
+        ("What is the capital of that country?", "country"),
+        ("In which country is that city?", "city"),
+        ("", "country or city"),
+    ],
+)
+def test_missing_names_what_a_request_lacks(kb, query, missing):
+    assert kb.missing(query) == missing
+
+
+def test_grounder_asks_back_when_no_entity_is_named(kb):
+    notes = grounder(kb)("Which currency is used there?")
+    assert len(notes) == 1 and "<need>" in notes[0] and "country or city" in notes[0]
+    assert grounder(kb, ask_back=False)("Which currency is used there?") != notes
+    assert "The capital of Peru is Lima." in grounder(kb)("What is the capital of Peru?")
+
+
+def test_kb_retriever_replies_need_or_information(kb):
+    from seekhelp.evaluation.harness import kb_reply
+    from seekhelp.knowledge import need_text
+    from seekhelp.protocol import parse_llm_turn
+
+    reply = kb_reply(kb)
+    vague = parse_llm_turn(reply([{"role": "user", "content": "What is the local currency in that country?"}]))
+    assert vague.ok and vague.action == "need" and vague.content == need_text("country")
+    grounded = parse_llm_turn(reply([{"role": "user", "content": "I mean Peru. What currency is used in Peru?"}]))
+    assert grounded.action == "information" and "The currency of Peru is the Sol (PEN)." in grounded.content

@@ -5,6 +5,7 @@ import pytest
 from pipelines.offline_inject import inject
 from pipelines.offline_teacher import teach, teacher_messages, teacher_trajectories
 from pipelines.seeds import offline_seeds
+from seekhelp.knowledge import KnowledgeBase, fold, need_text
 from seekhelp.protocol import parse_llm_turn, parse_slm_turn, render_agent_reply, validate_dialogue
 from seekhelp.records import Question, Trajectory
 
@@ -43,7 +44,9 @@ def test_dialogues_render_and_parse(pairs):
         for x in t.turns:
             if x.role == "llm":
                 parsed = parse_llm_turn(x.raw)
-                assert parsed.ok and parsed.action == "information" and parsed.content == x.content
+                assert parsed.ok and parsed.action == x.action and parsed.content == x.content
+                asks_back = x is t.turns[1] and q.meta["kind"] == "underspecified"
+                assert x.action == ("need" if asks_back else "information")
         assert t.format_ok and t.stop_reason == "answer" and t.final_answer == q.answers[0] == slm[-1].content
         assert (t.strategy, t.slm, t.llm) == ("teacher", "teacher-kb", "teacher-kb")
 
@@ -60,11 +63,36 @@ def test_turns_alternate_and_sent_is_the_message(pairs):
 
 def test_dialogue_shapes(pairs):
     for q, t in pairs:
-        assert 1 <= t.n_llm_calls <= len(q.meta["hops"])
+        calls = {"self_contained": {0}, "underspecified": {2}, "one_missing": {1}, "two_hop": {1, 2}}
+        assert t.n_llm_calls in calls[q.meta["kind"]], (q.meta["kind"], t.n_llm_calls)
+        if q.meta["kind"] == "self_contained":
+            continue
         info = " ".join(x.content for x in t.turns if x.role == "llm")
         assert all(h["fact"] in info for h in q.meta["hops"])
     two_hop = [t.n_llm_calls for q, t in pairs if len(q.meta["hops"]) == 2]
     assert {1, 2} <= set(two_hop)  # both one combined message and one message per hop occur
+
+
+def test_self_contained_answers_alone(pairs):
+    alone = [(q, t) for q, t in pairs if q.meta["kind"] == "self_contained"]
+    assert alone
+    for q, t in alone:
+        assert [x.action for x in t.turns] == ["answer"] and t.messages == [] and t.final_answer == q.answers[0]
+
+
+def test_underspecified_asks_back_and_supplies_only_the_public_place(pairs):
+    """The first request names no place, the expert replies <need> exactly as the offline experts would, and the
+    follow-up adds the place's public name (the subject of the hop), never a private term, and can be grounded."""
+    kb = KnowledgeBase.from_geonames()
+    under = [(q, t) for q, t in pairs if q.meta["kind"] == "underspecified"]
+    assert len(under) > 100
+    for q, t in under:
+        vague, need, supply = t.turns[0], t.turns[1], t.turns[2]
+        missing = kb.missing(vague.content)
+        assert missing and need.action == "need" and need.content == need_text(missing), vague.content
+        assert kb.missing(supply.content) is None and fold(q.meta["hops"][0]["subject"]) in fold(supply.content)
+        assert not any(term.lower() in supply.content.lower() for term in _distinctive(q))
+        assert q.meta["hops"][0]["fact"] in t.turns[3].content
 
 
 def test_samples_vary_and_are_deterministic(questions):
@@ -85,7 +113,7 @@ def test_teacher_messages(pairs):
     assert msgs[0]["content"] == "You are the small model."
     assert msgs[1]["content"] == q.question  # the question alone: privacy items are labels, never prompt text
     assert msgs[2]["content"] == t.turns[0].raw
-    assert msgs[3]["content"] == render_agent_reply("information", t.turns[1].content)
+    assert msgs[3]["content"] == render_agent_reply(t.turns[1].action, t.turns[1].content)
     assert msgs[-1]["content"].endswith(f"<answer>{q.answers[0]}</answer>")
 
 

@@ -8,11 +8,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.relations import KINDS, RELATIONS
 from pipelines.seeds import (
     FIELD_MAPPINGS,
-    SINGLE_KINDS,
     SPLITS,
-    TWO_HOP_KINDS,
     Seed,
     SeedError,
     carve_bucket,
@@ -33,8 +32,32 @@ def seeds() -> list[Seed]:
 def test_offline_seeds_cover_every_split_and_kind(seeds):
     splits = Counter(s.split for s in seeds)
     assert set(splits) == set(SPLITS) and splits["train"] > splits["test"] > 50
-    assert set(s.meta["kind"] for s in seeds) == set(SINGLE_KINDS) | set(TWO_HOP_KINDS)
+    assert set(s.meta["kind"] for s in seeds) == set(KINDS)
+    assert set(r for s in seeds for r in s.meta["relations"]) == set(RELATIONS)  # every relation of the table
     assert all(s.source == "geo" for s in seeds)
+    assert all(s.meta["answer_alone"] == (s.meta["kind"] == "self_contained") for s in seeds)
+
+
+def test_heldout_relations_and_templates_never_in_train(seeds):
+    held_relations = {r for r, rel in RELATIONS.items() if rel.heldout}
+    assert held_relations
+    for s in seeds:
+        through_held = bool(held_relations & set(s.meta["relations"]))
+        assert (s.meta["heldout_reason"] == "relation") == through_held
+        assert s.meta["heldout"] == (s.meta["heldout_reason"] is not None)
+        if s.split == "train":
+            assert not s.meta["heldout"], s.question
+    for split in ("validation", "test"):
+        reasons = Counter(s.meta["heldout_reason"] for s in seeds if s.split == split)
+        assert reasons["relation"] and reasons["template"] and reasons[None]
+
+
+def test_demo_cut_covers_every_kind_and_heldout_group():
+    demo = offline_seeds({"train": 240, "validation": 40, "test": 72}, seed=0)
+    train = Counter(s.meta["kind"] for s in demo if s.split == "train")
+    assert set(train) == set(KINDS) and min(train.values()) >= 55
+    test = Counter(s.meta["heldout_reason"] or s.meta["kind"] for s in demo if s.split == "test")
+    assert set(test) == set(KINDS) | {"relation", "template"} and min(test.values()) >= 10
 
 
 def test_offline_seeds_are_deterministic(seeds):
@@ -72,7 +95,8 @@ def test_seed_shape_and_decomposition(seeds):
     for s in seeds:
         hops = s.meta["hops"]
         assert s.question.endswith("?") and s.answers and all(a.strip() for a in s.answers)
-        assert len(hops) == (2 if s.meta["kind"] in TWO_HOP_KINDS else 1) and s.meta["two_hop"] == (len(hops) == 2)
+        assert len(hops) == (2 if s.meta["kind"] == "two_hop" else 1) and s.meta["two_hop"] == (len(hops) == 2)
+        assert s.meta["chain"] == "_".join(h["relation"] for h in hops)
         assert hops[-1]["answers"] == s.answers
         assert all(h["question"] and h["answer"] and h["fact"] for h in hops)
         if len(hops) == 2:  # the second hop is about the first hop's answer
