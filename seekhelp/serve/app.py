@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import hmac
+import inspect
 import json
 import logging
 import time
@@ -146,8 +147,8 @@ def create_app(ctx: StrategyContext, settings: ServeSettings | None = None, on_b
             for backend in (ctx.slm, ctx.llm):
                 if hasattr(backend, "aclose"):
                     await backend.aclose()
-            if on_shutdown is not None:
-                on_shutdown()
+            if on_shutdown is not None and inspect.isawaitable(done := on_shutdown()):
+                await done
 
     app = Starlette(routes=[Route("/health", health), Route("/v1/models", models),
                             Route("/v1/chat/completions", chat_completions, methods=["POST"])],

@@ -46,6 +46,12 @@ class ServedStore:
         except Exception as e:
             log.error("store %s: %d served episodes not written: %s", self.path, len(trajectories), e)
 
+    async def aclose(self) -> None:
+        """Wait for the writes in flight, then close the run (the app's shutdown hook)."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        await asyncio.to_thread(self.close)
+
     def close(self) -> None:
         from seekhelp.store import Store
 

@@ -195,3 +195,24 @@ def test_the_tiny_model_serves_through_the_real_batched_backend(tiny_model_dir):
     assert len(resps) == 6 and all(r.model_extra["seekhelp"]["slm"] == "tiny" for r in resps)
     assert slm.stats["calls"] >= 6 and slm.stats["batches"] < slm.stats["calls"]
     assert not any("Aurelia" in t for t in upstream.user_texts())
+
+
+def test_store_is_written_only_when_asked_and_every_request_is_its_own_episode(tmp_path):
+    import duckdb
+
+    from seekhelp.serve.store import ServedStore
+
+    path = tmp_path / "served.duckdb"
+    writer = ServedStore(path, {"what": "test"})
+    with ScriptedServer() as upstream:
+        ctx = StrategyContext(slm=ScriptedSLM(asks_then_answers), llm=_llm(upstream), config=RuntimeConfig())
+        app = create_app(ctx, ServeSettings(), on_batch=writer.on_batch, on_shutdown=writer.aclose)
+        with serving(app) as root:
+            ids = {_ask(client(root)).id for _ in range(2)}  # the same question twice
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        assert con.execute("SELECT count(*) FROM trajectories").fetchone()[0] == 2 == len(ids)
+        assert con.execute("SELECT kind, status FROM runs").fetchall() == [("serve", "ok")]
+        assert con.execute("SELECT count(*) FROM turns WHERE role = 'llm'").fetchone()[0] == 2
+    finally:
+        con.close()
