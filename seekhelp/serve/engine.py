@@ -76,6 +76,10 @@ class BatchEngine:
                 await self._worker
         if self._running:
             await asyncio.gather(*self._running, return_exceptions=True)
+        while self._queue is not None and not self._queue.empty():  # never started: fail them, do not hang them
+            p = self._queue.get_nowait()
+            if not p.future.done():
+                p.future.set_exception(RuntimeError("the server is shutting down"))
 
     async def submit(self, strategy: str, question: Question) -> Served:
         """Queue one episode and wait for it (the batch it joins decides when)."""

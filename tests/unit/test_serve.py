@@ -216,3 +216,28 @@ def test_store_is_written_only_when_asked_and_every_request_is_its_own_episode(t
         assert con.execute("SELECT count(*) FROM turns WHERE role = 'llm'").fetchone()[0] == 2
     finally:
         con.close()
+
+
+def test_engine_batches_pending_requests_by_strategy_and_fails_the_queue_on_stop():
+    from seekhelp.records import Question
+    from seekhelp.serve.engine import BatchEngine
+
+    async def scenario():
+        slm = ScriptedSLM(asks_then_answers)
+        with ScriptedServer() as upstream:
+            engine = BatchEngine(StrategyContext(slm=slm, llm=_llm(upstream), config=RuntimeConfig()),
+                                 max_batch=8, window_s=0.05)
+            await engine.start()
+            qs = [Question(question=f"q{i}", answers=[]) for i in range(10)]
+            served = await asyncio.gather(*(engine.submit("slm_cot" if i % 5 == 0 else "dynamic", q)
+                                            for i, q in enumerate(qs)))
+            late = asyncio.ensure_future(engine.submit("dynamic", qs[0]))
+            await engine.stop()  # the worker is gone: a request still queued gets an error, not a hang
+            with contextlib.suppress(RuntimeError):
+                await asyncio.wait_for(late, 5)
+        return served, engine.stats, late
+
+    served, stats, late = asyncio.run(scenario())
+    assert [s.trajectory.strategy for s in served] == ["slm_cot" if i % 5 == 0 else "dynamic" for i in range(10)]
+    assert stats["batches"] == 2 and stats["largest_batch"] == 8  # 10 requests, max_batch 8
+    assert len({s.trajectory.id for s in served}) == 10 and late.done()
