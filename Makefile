@@ -20,7 +20,7 @@ NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
 
-.PHONY: install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm clean
+.PHONY: install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 
@@ -54,6 +54,17 @@ lint: install
 
 serve-llm: install
 	$(VENV)/bin/seekhelp serve-llm --port $(PORT)
+
+# The SLM as an OpenAI-compatible privacy proxy on 127.0.0.1:$(SERVE_PORT); LLM_BASE_URL empty = the embedded
+# model behind `transformers serve`, grounded with the knowledge base (the offline world of the demo).
+SERVE_SLM ?= smollm2-135m
+SERVE_PORT ?= 8080
+LLM_BASE_URL ?=
+LLM_MODEL ?=
+SERVE_FLAGS ?= --ground
+serve: install
+	$(VENV)/bin/seekhelp serve --slm $(SERVE_SLM) --port $(SERVE_PORT) \
+		$(if $(LLM_BASE_URL),--llm-base-url $(LLM_BASE_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL)) $(SERVE_FLAGS)
 
 data: install
 	$(PY) -m pipelines.generate --config $(DATA_RECIPE)

@@ -168,6 +168,77 @@ def ask(
         print_trajectory(traj)
 
 
+@app.command()
+def serve(
+    slm: Annotated[str, typer.Option(help="The local SLM: registry name or model folder")] = "smollm2-135m",
+    llm_base_url: Annotated[str | None, typer.Option(help="Upstream OpenAI-compatible base URL; none = embedded")]
+    = None,
+    llm_model: Annotated[str | None, typer.Option(help="Upstream model name")] = None,
+    port: int = 8080,
+    host: Annotated[str, typer.Option(help="Bind address (keep 127.0.0.1 unless a proxy in front adds TLS)")]
+    = "127.0.0.1",
+    guard: Annotated[str, typer.Option(help="Outgoing privacy guard: block, redact or off")] = "block",
+    ground: Annotated[bool, typer.Option(help="Give the upstream facts from the offline knowledge base")] = False,
+    api_key_env: Annotated[str | None, typer.Option(help="Require `Authorization: Bearer $VAR` on /v1/*")] = None,
+    llm_api_key_env: Annotated[str, typer.Option(help="Variable holding the upstream's API key")] = "OPENAI_API_KEY",
+    store: Annotated[Path | None, typer.Option(help="Write every served episode to this DuckDB store")] = None,
+    n_max: int = 4,
+    temperature: float = 0.0,
+    max_batch: int = 32,
+    batch_window_ms: float = 20.0,
+    max_inflight_batches: int = 1,
+    max_body_bytes: int = 1 << 20,
+    price_prompt: Annotated[float, typer.Option(help="Upstream USD per 1M prompt tokens (audit cost)")] = 0.0,
+    price_completion: Annotated[float, typer.Option(help="Upstream USD per 1M completion tokens")] = 0.0,
+) -> None:
+    """Serve the SLM as an OpenAI-compatible privacy proxy in front of an LLM until Ctrl-C."""
+    setup_logging()
+    if guard not in ("block", "redact", "off"):
+        fail(f"--guard {guard!r}: choose block, redact or off")
+    key = None
+    if api_key_env:
+        key = os.environ.get(api_key_env, "").strip() or fail(f"--api-key-env {api_key_env}: ${api_key_env} is empty")
+    with user_errors():
+        from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend, check_reachable
+        from seekhelp.runtime import RuntimeConfig
+        from seekhelp.serve import ServeSettings, create_app, serve_forever
+        from seekhelp.strategies import StrategyContext
+
+        base_url = llm_base_url or os.environ.get("SEEKHELP_LLM_BASE_URL")
+        if base_url:
+            check_reachable(base_url)  # before loading any model
+        grounder = None
+        if ground:
+            from seekhelp.knowledge import KnowledgeBase
+            from seekhelp.knowledge import grounder as make_grounder
+
+            grounder = make_grounder(KnowledgeBase.from_geonames(), k=3)
+        from seekhelp.backends.local import TransformersBackend
+
+        slm_backend = TransformersBackend(slm, max_batch_size=max_batch)
+        cfg = RuntimeConfig(n_max=n_max, guard=guard, slm_temperature=temperature)
+        writer = None
+        if store is not None:
+            from seekhelp.serve.store import ServedStore
+
+            writer = ServedStore(store, {"slm": slm, "llm_model": llm_model, "guard": guard, "ground": ground})
+        with contextlib.ExitStack() as stack:
+            if base_url:  # the upstream's key comes from the variable the user named
+                llm = OpenAIBackend(EndpointConfig(base_url=base_url, model=llm_model, api_key_env=llm_api_key_env))
+            else:  # the embedded model behind `transformers serve`, started for the server's life
+                llm = stack.enter_context(llm_backend(None, llm_model))
+            settings = ServeSettings(max_batch=max_batch, batch_window_ms=batch_window_ms, api_key=key,
+                                     max_inflight_batches=max_inflight_batches, max_body_bytes=max_body_bytes,
+                                     prices={llm.name: {"prompt": price_prompt, "completion": price_completion}})
+            ctx = StrategyContext(slm=slm_backend, llm=llm, config=cfg, grounder=grounder)
+            app_ = create_app(ctx, settings, on_batch=writer.on_batch if writer else None,
+                              on_shutdown=writer.aclose if writer else None)
+            err.print(f"serving {slm} at http://{host}:{port}/v1 (models seekhelp/<strategy>) in front of {llm.name}; "
+                      f"guard={guard}{', bearer auth' if key else ''}{f', store={store}' if store else ''}; "
+                      "Ctrl-C stops it", highlight=False)
+            serve_forever(app_, host=host, port=port)
+
+
 @app.command("push-dataset")
 def push_dataset_cmd(
     repo: Annotated[str, typer.Option(help="Hub dataset repo id, e.g. you/seekhelp-dialogues")],

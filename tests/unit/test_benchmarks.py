@@ -63,3 +63,17 @@ def test_rollouts_tiny(capsys, tiny_model_dir):
         _positive(row, ["batched_eps_per_min", "one_at_a_time_eps_per_min", "speedup", "slm_turns", "slm_tokens"])
     assert out["raw_generate"]["episodes"] == 3
     _positive(out, ["runtime_tokens_per_s", "efficiency_vs_raw_generate"])
+
+
+def test_serve_tiny(capsys, tiny_model_dir):
+    from benchmarks.serve import main
+
+    main(["--slm", tiny_model_dir, "--requests", "6", "--sequential", "2", "--clients", "3", "--max-new-tokens", "6",
+          "--rounds", "2"])
+    out = _json_line(capsys)
+    assert out["figure"] == "serve" and out["one_at_a_time"]["requests"] == 2 and out["concurrent"]["requests"] == 6
+    for phase in ("one_at_a_time", "concurrent"):
+        _positive(out[phase], ["wall_s", "requests_per_s", "cpu_s_per_request", "p50_s", "p95_s", "mean_batch"])
+        assert sum(out[phase]["stop_reasons"].values()) == out[phase]["requests"]
+    assert out["one_at_a_time"]["mean_batch"] == 1 and out["target_met"] is None
+    _positive(out, ["speedup", "cpu_speedup", "slm_generate_calls", "slm_episode_turns"])
