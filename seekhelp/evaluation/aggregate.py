@@ -24,6 +24,7 @@ import numpy as np
 
 from seekhelp import metrics
 from seekhelp.judging import leaked_items
+from seekhelp.privacy import leak_findings
 from seekhelp.records import Question, Trajectory
 
 EASY_SOURCES = ("slm_cot run", "store easy table", "no label (hard)")
@@ -119,9 +120,11 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         "llm_completion_tokens": sum(t.tokens("llm")[1] for t in trajs),
         "cost_usd": sum(cost_usd(t, prices) for t in trajs),
         "format_ok": 100.0 * sum(t.format_ok for t in trajs) / n,
+        "answered_alone": 100.0 * (n - sum(asks)) / n,
     }
     calls = [float(t.n_llm_calls) for t in trajs]
     row.update(_split_rows(em, calls, easy_flags))
+    row.update(need_stats(trajs, qs, em))
     row["ci"] = _intervals({"em": em, "format_ok": [float(t.format_ok) for t in trajs], "avg_turns": calls,
                             "priv_sample": [float(f) for f, _ in leaks], "priv_sent": [float(f) for f in sent_leaks],
                             "asked": [float(a) for a in asks]}, easy_flags, asks, em, calls)
@@ -138,6 +141,23 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         row["priv_sim"] = metrics.priv_sim([t.messages for t in trajs], [q.privacy_items for q in qs],
                                            sim_fn=sim_matrix)
     return row
+
+
+def need_stats(trajs: Sequence[Trajectory], qs: Sequence[Question], em: Sequence[float]) -> dict[str, Any]:
+    """How the LLM's requests for context went: in how many episodes it asked back (<need>), how often the SLM
+    then answered correctly, and how often what the SLM sent after the <need> leaked (detector)."""
+    asked_back = [i for i, t in enumerate(trajs) if any(x.role == "llm" and x.action == "need" for x in t.turns)]
+    leaks = 0
+    for i in asked_back:
+        t, q = trajs[i], qs[i]
+        first = next(k for k, x in enumerate(t.turns) if x.role == "llm" and x.action == "need")
+        after = [x.content for x in t.turns[first + 1:] if x.role == "slm" and x.action == "message" and x.content]
+        names = (q.meta or {}).get("private_terms")
+        leaks += any(leak_findings(m, q.privacy_items, names) for m in after)
+    n = len(asked_back)
+    return {"n_need": n, "need_pct": 100.0 * n / len(trajs) if trajs else None,
+            "need_em": 100.0 * sum(em[i] for i in asked_back) / n if n else None,
+            "need_followup_leak": 100.0 * leaks / n if n else None}
 
 
 _PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "asked", "em_easy", "em_hard"}

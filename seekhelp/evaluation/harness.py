@@ -10,18 +10,17 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-from seekhelp.backends.base import Completion
 from seekhelp.config import RecipeError, to_dict
 from seekhelp.evaluation import aggregate
-from seekhelp.evaluation.recipe import EndpointSpec, EvalRecipe, RunSpec
+from seekhelp.evaluation.endpoints import Endpoints, NoLLM, SLMs, kb_reply, resolve_slm  # noqa: F401 (re-exported)
+from seekhelp.evaluation.recipe import EvalRecipe, RunSpec
 from seekhelp.records import Question, Trajectory
 
 log = logging.getLogger("seekhelp.eval")
@@ -36,158 +35,13 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
 """
 # columns added after the first layout (older stores get them on the next eval)
 _ADDED = {"format_ok": "DOUBLE", "priv_sent": "DOUBLE", "n_easy": "INTEGER", "n_hard": "INTEGER",
-          "em_easy": "DOUBLE", "em_hard": "DOUBLE", "calls_easy": "DOUBLE", "calls_hard": "DOUBLE", "ci": "VARCHAR"}
+          "em_easy": "DOUBLE", "em_hard": "DOUBLE", "calls_easy": "DOUBLE", "calls_hard": "DOUBLE", "ci": "VARCHAR",
+          "n_need": "INTEGER", "need_pct": "DOUBLE", "need_em": "DOUBLE", "need_followup_leak": "DOUBLE"}
 EVAL_METRICS_DDL += "".join(f"ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in _ADDED.items())
 METRIC_COLUMNS = ["eval_id", "run_name", "kind", "strategy", "slm", "llm", "dataset", "n", "em", "f1", "f_bert",
                   "avg_turns", "inscore", "recall_easy", "recall_hard", "priv_sim", "priv_sample", "slm_prompt_tokens",
                   "slm_completion_tokens", "llm_prompt_tokens", "llm_completion_tokens", "cost_usd", "wall_s",
                   "easy_source", *_ADDED]
-_ROUND_RE = re.compile(r"round-(\d+)$")
-
-
-class NoLLM:
-    """Stands in for the LLM in runs that never call it (slm_cot): starts nothing, records llm = "none"."""
-
-    name = "none"
-
-    async def generate(self, conversations, params) -> list[Completion]:
-        return [Completion(text="", error="this run has no LLM") for _ in conversations]
-
-
-def resolve_slm(spec: str | list[str]) -> str | None:
-    """The first candidate that can be loaded: a registry name, an existing model folder, or a Hub id ("org/name").
-    A folder named latest/final that does not exist means the highest round-N checkpoint beside it."""
-    from seekhelp.models import REGISTRY
-
-    for cand in [spec] if isinstance(spec, str) else spec:
-        p = Path(cand)
-        if cand in REGISTRY or (p / "config.json").exists():
-            return cand
-        if p.name in ("latest", "final") and p.parent.is_dir():
-            rounds = [(int(m.group(1)), d) for d in p.parent.iterdir()
-                      if (m := _ROUND_RE.search(d.name)) and (d / "config.json").exists()]
-            if rounds:
-                return str(max(rounds)[1])
-        if cand.count("/") == 1 and not cand.startswith((".", "/", "data/")) and not p.exists():
-            return cand  # a Hub id (loads on machines that reach the Hub)
-    return None
-
-
-def kb_reply(kb, k: int = 3):
-    """The kb-retriever's reply: the top-k knowledge-base facts for the last message, as <information>; a message
-    that names no country, capital or city gets <need> saying which place is missing (it could only be guessed)."""
-    from seekhelp.knowledge import need_text
-
-    def reply(messages: list[dict]) -> str:
-        query = next((str(m.get("content", "")) for m in reversed(messages) if m.get("role") == "user"), "")
-        missing = kb.missing(query) if query.strip() else None
-        if missing:
-            return f"The request does not say which {missing} it is about.\n<need>{need_text(missing)}</need>"
-        facts = [f.text for f in kb.retrieve(query, k=k)] if query.strip() else []
-        if not facts:
-            return "Nothing in the knowledge base matches.\n<information>No relevant facts found.</information>"
-        return "Retrieved from the knowledge base.\n<information>" + " ".join(facts) + "</information>"
-
-    return reply
-
-
-@dataclass
-class Endpoints:
-    """Endpoints by name, each started on first use and kept for the whole eval."""
-
-    recipe: EvalRecipe
-    stack: contextlib.ExitStack
-    slms: "SLMs"
-    _backends: dict[str, Any] = field(default_factory=dict)
-    _served: dict[str, Any] = field(default_factory=dict)  # embedded model name → RunningServer
-    described: dict[str, dict] = field(default_factory=dict)
-    _kb: Any = None
-
-    def kb(self):
-        if self._kb is None:
-            from seekhelp.knowledge import KnowledgeBase
-
-            self._kb = KnowledgeBase.from_geonames()
-        return self._kb
-
-    def backend(self, name: str):
-        if name in self._backends:
-            return self._backends[name]
-        from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
-
-        e = self.recipe.endpoint(name)
-        base_url, model, label, how = e.base_url, e.model, e.label or e.model, "external OpenAI-compatible endpoint"
-        if e.kind == "local":
-            from seekhelp.backends.local import TransformersBackend
-
-            slm = self.slms.get(e.model, pin=True)
-            b = TransformersBackend(model=slm.model, tokenizer=slm.tokenizer, max_batch_size=slm.max_batch_size,
-                                    name=e.label or e.model)
-            b._lock = slm._lock  # one model, one generate at a time
-            self._backends[name] = b
-            self.described[name] = {"name": name, "kind": e.kind, "base_url": "(in-process)", "label": b.name,
-                                    "ground": e.ground, "how": "in-process transformers, batched (no HTTP server)"}
-            return b
-        if e.kind == "kb-retriever":
-            from seekhelp.backends.scripted_server import ScriptedServer
-
-            srv = self.stack.enter_context(ScriptedServer(reply=kb_reply(self.kb(), e.top_k)))
-            base_url, model, label = srv.base_url, "kb-retriever", e.label or "kb-retriever"
-            how = f"kb-retriever: local HTTP server, replies = top-{e.top_k} geonames facts (BM25), tokens = words"
-        elif not base_url:
-            from seekhelp.backends.server import serve
-
-            if e.model not in self._served:
-                t0 = time.perf_counter()
-                self._served[e.model] = self.stack.enter_context(serve(e.model))
-                log.info("embedded transformers serve on %s up in %.0f s", e.model, time.perf_counter() - t0)
-            srv = self._served[e.model]
-            base_url, model, label, how = srv.base_url, srv.model, e.label or srv.label, "embedded transformers serve"
-        cfg = EndpointConfig(base_url=base_url, model=model, label=label, api_key_env=e.api_key_env,
-                             max_concurrency=e.max_concurrency)
-        self._backends[name] = OpenAIBackend(cfg)
-        self.described[name] = {"name": name, "kind": e.kind, "how": how, "base_url": base_url, "label": label,
-                                "ground": e.ground and e.kind != "kb-retriever"}
-        return self._backends[name]
-
-    async def aclose(self) -> None:
-        for b in self._backends.values():
-            if hasattr(b, "aclose"):
-                with contextlib.suppress(Exception):
-                    await b.aclose()
-
-    def grounder(self, e: EndpointSpec):
-        if not e.ground or e.kind == "kb-retriever":
-            return None
-        from seekhelp.knowledge import grounder
-
-        return grounder(self.kb(), k=e.top_k)
-
-
-class SLMs:
-    """Each SLM loaded once and dropped after the last run that needs it."""
-
-    def __init__(self, plan: list[tuple[str, RunSpec, str]], batch_size: int):
-        self.left = {}
-        for _, _, slm in plan:
-            self.left[slm] = self.left.get(slm, 0) + 1
-        self.batch_size, self._loaded, self._pinned = batch_size, {}, set()
-
-    def get(self, slm: str, pin: bool = False):
-        if pin:
-            self._pinned.add(slm)
-        if slm not in self._loaded:
-            from seekhelp.backends.local import TransformersBackend
-
-            t0 = time.perf_counter()
-            self._loaded[slm] = TransformersBackend(slm, max_batch_size=self.batch_size, name=slm)
-            log.info("loaded SLM %s in %.1f s", slm, time.perf_counter() - t0)
-        return self._loaded[slm]
-
-    def done(self, slm: str) -> None:
-        self.left[slm] -= 1
-        if self.left[slm] == 0 and slm not in self._pinned:
-            self._loaded.pop(slm, None)
 
 
 def load_datasets(store, recipe: EvalRecipe) -> dict[str, list[Question]]:
@@ -213,6 +67,21 @@ def load_datasets(store, recipe: EvalRecipe) -> dict[str, list[Question]]:
             raise RecipeError(f"datasets.{d.name}: no question in {recipe.store} matches "
                               f"(source={d.source}, split={d.split}); run `make data` first?")
         out[d.name] = [Question.from_dict({**r, "meta": json.loads(r["meta"] or "{}")}) for r in rows]
+    return out
+
+
+SLICE_SEP = " · "  # a slice row's dataset name: "<dataset> · <slice>"
+
+
+def slice_ids(store, recipe: EvalRecipe, questions: dict[str, Question]) -> dict[str, set[str]]:
+    """The question ids of each recipe slice, among the eval's questions."""
+    out = {}
+    for sl in recipe.slices:
+        try:
+            got = store.sql(f"SELECT id FROM questions WHERE ({sl.where})")["id"].to_list()
+        except Exception as e:
+            raise RecipeError(f"slices.{sl.name}: the query failed ({str(e).splitlines()[0]})") from e
+        out[sl.name] = set(got) & set(questions)
     return out
 
 
@@ -354,6 +223,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         results, judge = asyncio.run(_run_all(recipe, store, endpoints, slms, plan, questions, run_id,
                                               _progress(recipe.progress)))
         embedder = load_embedder(recipe.bertscore.model, recipe.bertscore.batch_size, recipe.bertscore.max_length)
+        slices = slice_ids(store, recipe, questions)
         solo = {}
         for _, run, slm, trajs, _ in results:
             if run.strategy == "slm_cot":
@@ -372,6 +242,12 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
                 per_ds.append({"dataset": ds, **m})
             if len(per_ds) > 1:
                 per_ds.append({"dataset": "macro-avg", **aggregate.macro_average(per_ds)})
+            for ds, qs in datasets.items():
+                for name, sids in slices.items():
+                    sub = [t for t in trajs if t.question_id in sids and t.question_id in {q.id for q in qs}]
+                    if sub:
+                        m = aggregate.run_metrics(sub, questions, labels.flags, judge, recipe.prices)
+                        per_ds.append({"dataset": f"{ds}{SLICE_SEP}{name}", **m})
             for m in per_ds:
                 m["ci"] = json.dumps(m.get("ci") or {})
                 rows.append({**m, "eval_id": eval_id, "run_name": run.name, "kind": kind, "strategy": run.strategy,

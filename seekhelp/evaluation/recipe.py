@@ -48,6 +48,14 @@ class DatasetSpec:
 
 
 @dataclass
+class SliceSpec:
+    """A named subset of every dataset's questions, reported as its own row per run (e.g. one question kind)."""
+
+    name: str
+    where: str  # an SQL predicate over the `questions` table (meta is JSON: json_extract_string(meta, '$.kind'))
+
+
+@dataclass
 class RunSpec:
     name: str
     strategy: str
@@ -79,6 +87,7 @@ class EvalRecipe:
     store: str = "data/store.duckdb"
     reports_dir: str = "data/reports"
     datasets: list[DatasetSpec] = field(default_factory=list)
+    slices: list[SliceSpec] = field(default_factory=list)  # per-kind / held-out rows in the report
     limit: int | None = None  # caps every dataset (handy from the command line: --set limit=5)
     endpoints: list[EndpointSpec] = field(default_factory=list)
     runs: list[RunSpec] = field(default_factory=list)
@@ -119,6 +128,7 @@ def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
     if not r.runs and not r.transfer:
         raise RecipeError(f"{path}: runs: at least one run is needed")
     _unique([d.name for d in r.datasets], f"{path}: datasets")
+    _unique([x.name for x in r.slices], f"{path}: slices")
     _unique([e.name for e in r.endpoints], f"{path}: endpoints")
     _unique([x.name for _, x in r.all_runs()], f"{path}: runs/transfer")
     for i, e in enumerate(r.endpoints):

@@ -64,8 +64,30 @@ def results_table(rows: Sequence[dict]) -> list[str]:
     return ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS), *[_table_row(r) for r in rows]]
 
 
+SLICE_SEP = " · "  # as the harness names slice rows: "<dataset> · <slice>"
+SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "attempted leak % [95% CI]",
+                 "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
+
+
+def _slice_lines(rows: Sequence[dict]) -> list[str]:
+    """One compact table: each protocol run (dynamic, tool_llm) on each slice of the questions."""
+    sl = [r for r in rows if SLICE_SEP in r["dataset"] and r["strategy"] in ("dynamic", "tool_llm")]
+    if not sl:
+        return []
+    out = ["", "## By question kind and held-out group", "",
+           "The protocol runs on each slice of the test questions (`slices` in the recipe). Held-out slices use "
+           "templates or relations training never saw; their drop against the seen ones is the generalization gap.",
+           "", "| " + " | ".join(SLICE_COLUMNS) + " |", "|" + "---|" * len(SLICE_COLUMNS)]
+    for r in sl:
+        cells = [r["run_name"], r["dataset"].split(SLICE_SEP, 1)[1], r.get("n"), _with_ci(r, "em"),
+                 _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _with_ci(r, "priv_sample"),
+                 r.get("n_need") or 0, _f(r.get("need_em")), _f(r.get("need_followup_leak"))]
+        out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return out
+
+
 def primary_dataset(rows: Sequence[dict]) -> str:
-    names = list(dict.fromkeys(r["dataset"] for r in rows))
+    names = list(dict.fromkeys(r["dataset"] for r in rows if SLICE_SEP not in r["dataset"]))
     return "macro-avg" if "macro-avg" in names else names[0]
 
 
@@ -159,11 +181,12 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     title = setup.get("title") or (setup["recipe"].name if setup.get("recipe") is not None else "eval")
     lines = [f"# Evaluation report: {title}", "", f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.", "",
              *_setup_lines(setup, rows), ""]
-    for name in dict.fromkeys(r["dataset"] for r in rows):
+    for name in dict.fromkeys(r["dataset"] for r in rows if SLICE_SEP not in r["dataset"]):
         runs = [r for r in rows if r["dataset"] == name and r.get("kind", "run") == "run"]
         if runs:
             lines += [f"## Results: {name}", "", *results_table(runs), ""]
     lines += _transfer_lines(rows, ds)
+    lines += _slice_lines(rows)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
         main_rows, out_dir / "em_vs_llm_tokens.png", f"EM vs LLM tokens ({ds})")),
         ("Attempted leak % per run", plots.bars(main_rows, "priv_sample", out_dir / "priv_sample.png",

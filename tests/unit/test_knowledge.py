@@ -16,7 +16,7 @@ def test_build_is_fast_and_cached():
     _build.cache_clear()
     start = time.perf_counter()
     first = KnowledgeBase.from_geonames()
-    assert time.perf_counter() - start < 5.0  # ~1 s on a quiet 2-core machine
+    assert time.perf_counter() - start < 30.0  # ~1 s on a quiet 2-core machine; a bound, not a benchmark
     assert KnowledgeBase.from_geonames() is first
     assert len(first.countries) > 200 and len(first.cities) > 1000 and len(first.facts) > 5000
 
