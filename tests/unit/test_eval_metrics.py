@@ -220,3 +220,31 @@ def test_llm_judge_verdicts_are_stored_and_limited(tmp_path):
         rows = s.sql("SELECT label, count(*) AS n FROM judgments WHERE judge = 'leak_judge' GROUP BY 1 ORDER BY 1")
         assert rows.to_dicts() == [{"label": "clean", "n": 2}, {"label": "leak", "n": 1}]
     assert aggregate.run_metrics(DYN, QS, SOLO_EASY, judge=got)["leak_sources"]["judge"] == 3
+
+
+def test_need_handling_is_counted():
+    def need(sent):
+        return Turn(role="llm", raw="<need>Which country?</need>", action="need", content="Which country?",
+                    sent=sent)
+
+    asked_back = [traj(Q1, "dynamic", "Lima", [slm("message", "What is its capital?"), need("What is its capital?"),
+                                               slm("message", "What is the capital of Peru?"),
+                                               llm("What is the capital of Peru?", 10, 5), slm("answer", "Lima")]),
+                  traj(Q2, "dynamic", "Rome", [slm("message", "Where does he work?"), need("Where does he work?"),
+                                               slm("message", "Bob works in France: capital?"),
+                                               llm("Bob works in France: capital?", 10, 5), slm("answer", "Rome")]),
+                  DYN[2]]
+    m = aggregate.run_metrics(asked_back, QS, SOLO_EASY)
+    assert (m["n_need"], m["need_em"], m["need_followup_leak"]) == (2, 50.0, 50.0)  # Bob's follow-up names him
+    assert m["need_pct"] == pytest.approx(200 / 3) and m["answered_alone"] == pytest.approx(100 / 3)
+
+
+def test_slice_rows_get_their_own_table(tmp_path):
+    from seekhelp.evaluation.report import write_report
+
+    base = aggregate.run_metrics(DYN, QS, SOLO_EASY)
+    common = {"run_name": "dynamic (rl)", "kind": "run", "strategy": "dynamic", "slm": "s", "llm": "l"}
+    rows = [{**base, **common, "dataset": "geo-test"}, {**base, **common, "dataset": "geo-test · held-out relation"}]
+    text = write_report(tmp_path, rows, {"title": "t"}).read_text()
+    assert "## By question kind and held-out group" in text and "| dynamic (rl) | held-out relation | 4 |" in text
+    assert text.count("## Results:") == 1  # slices are not datasets
