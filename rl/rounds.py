@@ -109,8 +109,9 @@ class RoundRunner:
                 rt.progress = None
 
     # ------------------------------------------------------------------------------------------- pieces
-    def easy_flags(self, questions: list[Question]) -> dict[str, bool]:
-        """'Easy' = the initial SLM alone answers correctly in most of easy_k samples (stored, reused)."""
+    def easy_flags(self, questions: list[Question], r: int) -> dict[str, bool]:
+        """'Easy' = the policy of round r (the one being rewarded) alone answers correctly in most of easy_k samples:
+        the paper's definition for the *current* policy, re-estimated each round (stored per policy, reused)."""
         import asyncio
 
         from rl.loop import policy_label
@@ -118,12 +119,12 @@ class RoundRunner:
         from seekhelp.runtime import RuntimeConfig
         from seekhelp.strategies import StrategyContext, run_strategy
 
-        label = policy_label(self.recipe, 0)
+        label = policy_label(self.recipe, r)
         known = {row["question_id"]: row["is_easy"] for row in self.store.sql(
             "SELECT question_id, is_easy FROM easy WHERE slm = $slm", {"slm": label}).to_dicts()}
         todo = [q for q in questions if q.id not in known]
         if todo:
-            slm = self._backend(0)
+            slm = self._backend(r)
             hits = {q.id: [] for q in todo}
             for i in range(self.recipe.easy_k):
                 cfg = RuntimeConfig(slm_max_new_tokens=self.recipe.slm_max_new_tokens, slm_temperature=0.7, seed=i)
@@ -136,11 +137,11 @@ class RoundRunner:
             known |= {row["question_id"]: row["is_easy"] for row in rows}
         return known
 
-    def score(self, questions: list[Question], trajs, run_id: str) -> list[dict]:
-        """Judge, reward and store trajectories; returns per-trajectory summaries."""
+    def score(self, questions: list[Question], trajs, run_id: str, r: int) -> list[dict]:
+        """Judge, reward and store trajectories of round r's policy; returns per-trajectory summaries."""
         from seekhelp.judging import deterministic_judgments, leaked_items, reward_judgments
 
-        easy = self.easy_flags(questions)
+        easy = self.easy_flags(questions, r)
         by_id = {q.id: q for q in questions}
         judgments, out = [], []
         for t in trajs:
@@ -166,7 +167,7 @@ class RoundRunner:
             log.info("round %d sample %d: %d rollouts (%d stored)", r, i, len(todo), len(ids) - len(todo))
             if todo:
                 self.score(todo, self._episodes(rt, todo, f"round {r} rollouts {i + 1}/{rc.k}", sample_index=i,
-                                                round=r), run_id)
+                                                round=r), run_id, r - 1)
             n += len(ids)
         return n
 
@@ -176,7 +177,7 @@ class RoundRunner:
         slm = self._backend(r)
         rt = self._runtime(slm, 0.0, seed=0)
         rows = self.score(self.val_qs, self._episodes(rt, self.val_qs, f"round {r} validation", sample_index=0,
-                                                      round=r), run_id)
+                                                      round=r), run_id, r)
 
         def mean(key):
             return round(st.fmean(float(x[key]) for x in rows), 4)
