@@ -317,7 +317,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         else:
             plan.append((kind, run, slm))
     with Store(recipe.store) as store, contextlib.ExitStack() as stack:
-        store.con.execute(EVAL_METRICS_DDL)
+        store.execute(EVAL_METRICS_DDL)
         datasets = load_datasets(store, recipe)
         questions = {q.id: q for qs in datasets.values() for q in qs}
         run_id = store.start_run("eval", to_dict(recipe), models={"runs": {r.name: s for _, r, s in plan}},
