@@ -22,6 +22,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from seekhelp.errors import SeekhelpError
 from seekhelp.knowledge import Country, KnowledgeBase, fold, the
 from seekhelp.records import question_id
 
@@ -47,7 +48,7 @@ CITIES_PER_COUNTRY = 2
 MAX_QUESTION_CHARS = 4096  # a seed question longer than this is refused (real QA questions are far shorter)
 
 
-class SeedError(ValueError):
+class SeedError(SeekhelpError, ValueError):
     """Bad seed input; the message is one line naming the file or dataset, the row and the field."""
 
 

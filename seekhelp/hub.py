@@ -13,6 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
+from seekhelp.errors import HubError
+
 log = logging.getLogger(__name__)
 SECRET_RE = re.compile(r"(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})")
 SECRET_KEYS = ("token", "api_key", "apikey", "secret", "password")
@@ -105,8 +107,11 @@ def _upload(stage: Path, repo_id: str, repo_type: str, private: bool, client: Hu
         log.info("dry run: %s would be uploaded to %s (%s)", stage, repo_id, repo_type)
         return
     client = client or default_client()
-    client.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    if revision:
-        client.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    client.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type=repo_type, commit_message=message,
-                         revision=revision)
+    try:
+        client.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision:
+            client.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        client.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type=repo_type, commit_message=message,
+                             revision=revision)
+    except (OSError, ValueError) as e:  # huggingface_hub: HTTP errors, offline mode, a malformed repo id
+        raise HubError(f"{repo_id}: the Hub refused the push ({type(e).__name__}: {str(e).strip()[:300]})") from e

@@ -16,6 +16,7 @@ import httpx
 import openai
 
 from seekhelp.backends.base import Completion, GenParams, Message
+from seekhelp.errors import SeekhelpError
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ class EndpointConfig:
     backoff_max_s: float = 20.0
 
 
-class EndpointError(ValueError):
+class EndpointError(SeekhelpError, ValueError):
     """Nothing answers at an endpoint's base URL (one line, meant for users)."""
 
 

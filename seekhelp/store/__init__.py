@@ -52,6 +52,7 @@ from seekhelp.store.schema import SCHEMA_VERSION, TABLES, StoreError, check_vers
 log = logging.getLogger(__name__)
 
 INGEST_HOLD_S = 1.0  # the longest ingest keeps the file between two shard transactions
+INGEST_BATCH_ROWS = 1_000_000  # rows (turns included) per ingest transaction: about a second of work
 
 # SQL that moves a registered Arrow table `src` into its table. Conflicts on the content-hash keys are skipped,
 # except judgments and easiness estimates, which a later verdict replaces.
@@ -230,52 +231,76 @@ class Store:
             return self._insert(con, "failures", rows_table(rows, FAILURE_SCHEMA, run_id))
 
     def ingest_shards(self, directory: str | Path, hold_s: float = INGEST_HOLD_S) -> dict[str, int]:
-        """Ingest every shard under `directory` not ingested before (or changed since), one transaction each.
+        """Ingest every shard under `directory` not ingested before (or changed since).
 
-        DuckDB reads each parquet file itself. The common case (every row new) is one plain INSERT ... SELECT
-        per table; a shard whose rows are partly stored already (or repeated inside it) is redone with the
-        conflict-aware statements, so the result is the same either way. The connection stays open across
-        shards for up to `hold_s` at a time (closed sooner when a reader waits), then the file is let go.
-        Returns {"shards": n, <table>: rows written, ...}.
+        DuckDB reads the parquet files itself. Consecutive shards of one kind go in together, up to
+        INGEST_BATCH_ROWS rows per transaction, each recorded in `ingested_shards` in the same transaction. The
+        common case (every row new) is one plain INSERT ... SELECT per table; a batch with rows stored already (a
+        rerun) or repeated is redone shard by shard with the conflict-aware statements, so the result is the same
+        either way. The connection stays open across transactions for up to `hold_s` at a time (closed sooner when
+        a reader waits), then the file is let go. Returns {"shards": n, <table>: rows written, ...}.
         """
         counts: dict[str, int] = {"shards": 0}
         shards = list_shards(directory)
+        batch: list[tuple[Path, str, int]] = []  # (path, sha256, rows) of one kind
+        size = 0  # rows the batch writes, turns included
+
+        def flush() -> int:
+            if batch:
+                for table, n in self._ingest_batch(kind_of_batch, batch).items():
+                    counts[table] = counts.get(table, 0) + n
+                counts["shards"] += len(batch)
+                batch.clear()
+            return 0
+
         with self._lock:
             self._hold_s = hold_s
             try:
                 known = dict(self.sql("SELECT file_name, sha256 FROM ingested_shards").rows())
+                kind_of_batch = ""
                 for path in shards:
                     sha = file_sha256(path)
                     if known.get(path.name) == sha:
                         continue
                     if path.name in known:
                         log.warning("%s changed since it was ingested; ingesting it again", path)
-                    for table, n in self._ingest_shard(path, sha).items():
-                        counts[table] = counts.get(table, 0) + n
-                    counts["shards"] += 1
+                    try:
+                        kind, rows, turns = shard_info(path)
+                    except StoreError:
+                        flush()  # the good shards before a broken one are kept
+                        raise
+                    if batch and (kind != kind_of_batch or size + rows + turns > INGEST_BATCH_ROWS):
+                        size = flush()
+                    kind_of_batch = kind
+                    batch.append((path, sha, rows))
+                    size += rows + turns
+                flush()
             finally:
                 self._hold_s = 0.0
                 if not self._depth:
                     self._release()
         return counts
 
-    def _ingest_shard(self, path: Path, sha: str) -> dict[str, int]:
-        kind, n_rows = shard_info(path)
-        selects = shard_selects(path, kind)
-        if kind != "failures" and not self._depth:  # failures have no key to conflict on; nested: no retry
+    def _ingest_batch(self, kind: str, batch: list[tuple[Path, str, int]]) -> dict[str, int]:
+        if not self._depth:  # nested in a caller's transaction: a failed statement would abort it, so no retry
             try:
                 with self.transaction() as con:
-                    return self._load_shard(con, path, kind, sha, n_rows, selects, plain=True)
+                    return self._load(con, kind, batch, plain=kind != "failures")  # failures have no key
             except duckdb.ConstraintException:
-                log.debug("%s: rows already stored; ingesting it with conflict handling", path)
-        with self.transaction() as con:
-            return self._load_shard(con, path, kind, sha, n_rows, selects, plain=False)
+                log.debug("%d %s shard(s): rows stored already; ingesting them one by one", len(batch), kind)
+        counts: dict[str, int] = {}
+        for shard in batch:
+            with self.transaction() as con:
+                for table, n in self._load(con, kind, [shard], plain=False).items():
+                    counts[table] = counts.get(table, 0) + n
+        return counts
 
-    def _load_shard(self, con: duckdb.DuckDBPyConnection, path: Path, kind: str, sha: str, n_rows: int,
-                    selects: dict[str, str], plain: bool) -> dict[str, int]:
+    def _load(self, con: duckdb.DuckDBPyConnection, kind: str, batch: list[tuple[Path, str, int]],
+              plain: bool) -> dict[str, int]:
         out = {}
+        where = str(batch[0][0]) if len(batch) == 1 else f"{batch[0][0].parent}: {len(batch)} {kind} shards"
         try:
-            for table, select in selects.items():
+            for table, select in shard_selects([p for p, _, _ in batch], kind).items():
                 if plain:
                     out[table] = con.execute(f"INSERT INTO {table} BY NAME {select}").fetchall()[0][0]
                 else:
@@ -285,12 +310,13 @@ class Store:
         except duckdb.ConstraintException:
             if plain:
                 raise
-            raise StoreError(f"{path}: rows conflict with the store's keys") from None
+            raise StoreError(f"{where}: rows conflict with the store's keys") from None
         except duckdb.Error as e:
-            raise StoreError(f"{path}: shard columns do not match kind {kind!r} ({str(e).splitlines()[0]})") from e
-        con.execute("INSERT INTO ingested_shards VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                    "sha256 = excluded.sha256, n_rows = excluded.n_rows, ingested_at = excluded.ingested_at",
-                    [path.name, sha, kind, n_rows, utc_now()])
+            raise StoreError(f"{where}: shard columns do not match kind {kind!r} ({str(e).splitlines()[0]})") from e
+        now = utc_now()
+        con.executemany("INSERT INTO ingested_shards VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                        "sha256 = excluded.sha256, n_rows = excluded.n_rows, ingested_at = excluded.ingested_at",
+                        [[p.name, sha, kind, rows, now] for p, sha, rows in batch])
         return out
 
     # --------------------------------------------------------------------------------------------- reads

@@ -216,8 +216,9 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def shard_info(path: Path) -> tuple[str, int]:
-    """(kind, rows) of a shard: the kind its parquet metadata declares (else its name's prefix); reads the footer."""
+def shard_info(path: Path) -> tuple[str, int, int]:
+    """(kind, rows, turns) of a shard: the kind its parquet metadata declares (else its name's prefix), its rows and,
+    for trajectories, how many turns they hold. Reads the footer only."""
     try:
         footer = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as e:
@@ -226,16 +227,22 @@ def shard_info(path: Path) -> tuple[str, int]:
     kind = meta.get(_KIND_KEY, b"").decode() or path.name.split("-", 1)[0]
     if kind not in KINDS:
         raise StoreError(f"{path}: unknown shard kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return kind, footer.num_rows
+    turns = 0
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        turns += sum(group.column(c).num_values for c in range(group.num_columns)
+                    if group.column(c).path_in_schema == "turns.list.element.role")
+    return kind, footer.num_rows, turns
 
 
-def shard_selects(path: Path, kind: str) -> dict[str, str]:
-    """{table: SELECT over the shard file} for the tables one shard fills, in the tables' column order.
+def shard_selects(paths: Sequence[Path], kind: str) -> dict[str, str]:
+    """{table: SELECT over the shard files} for the tables shards of one kind fill, in the tables' column order.
 
-    DuckDB reads the parquet file itself (no Arrow round trip through Python): a trajectory shard's nested `turns`
+    DuckDB reads the parquet files itself (no Arrow round trip through Python): a trajectory shard's nested `turns`
     list becomes one row per turn, numbered from 0 in list order.
     """
-    src = "read_parquet('" + str(path).replace("'", "''") + "')"
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    src = f"read_parquet([{files}])"
     schema = {"questions": QUESTION_SCHEMA, "judgments": JUDGMENT_SCHEMA, "easy": EASY_SCHEMA,
               "failures": FAILURE_SCHEMA, "trajectories": TRAJECTORY_SCHEMA}[kind]
     out = {kind: f"SELECT {', '.join(schema.names)} FROM {src}"}
