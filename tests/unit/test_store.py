@@ -387,3 +387,22 @@ def test_export_needs_trajectory_ids(db, tmp_path):
     Store(db).close()
     with pytest.raises(StoreError, match="trajectory_id"):
         export_sft(db, "SELECT 1 AS x", tmp_path / "out", "SYSTEM")
+
+
+def test_ingest_of_partly_stored_shards(db, tmp_path):
+    """Shards go in batches by a plain INSERT; a batch with rows stored already is redone shard by shard with the
+    conflict handling, with the same result as ingesting each alone: stored rows skipped, later verdicts win."""
+    shard_dir = tmp_path / "shards"
+    ts = [traj(question(i)) for i in range(3)]
+    with Store(db) as s:
+        s.add_trajectories(ts[:1])
+        s.add_judgments(judge(ts[0], 0.0))
+        write_shard(shard_dir, "trajectories", ts)
+        write_shard(shard_dir, "trajectories", [traj(question(7))])
+        write_shard(shard_dir, "judgments", [r for t in ts for r in judge(t, 1.0)])
+        counts = s.ingest_shards(shard_dir)
+        assert (counts["shards"], counts["trajectories"], counts["judgments"]) == (3, 3, 6)
+        assert counts["turns"] == sum(len(t.turns) for t in ts[1:]) + len(traj(question(7)).turns)
+        assert s.counts()["ingested_shards"] == 3 and s.ingest_shards(shard_dir) == {"shards": 0}
+    assert run_sql(db, "SELECT value FROM judgments WHERE judge = 'em'")["value"].to_list() == [1.0] * 3
+    assert run_sql(db, "SELECT count(*) AS n FROM turns")["n"].to_list() == [sum(len(t.turns) for t in ts) + 3]
