@@ -51,8 +51,8 @@ from seekhelp.store.schema import SCHEMA_VERSION, TABLES, StoreError, check_vers
 
 log = logging.getLogger(__name__)
 
-INGEST_HOLD_S = 1.0  # the longest ingest keeps the file between two shard transactions
-INGEST_BATCH_ROWS = 1_000_000  # rows (turns included) per ingest transaction: about a second of work
+INGEST_HOLD_S = 5.0  # the longest ingest keeps the file across transactions (a waiting reader cuts it short)
+INGEST_BATCH_ROWS = 2_000_000  # rows (turns included) per ingest transaction: a second or two of work
 
 # SQL that moves a registered Arrow table `src` into its table. Conflicts on the content-hash keys are skipped,
 # except judgments and easiness estimates, which a later verdict replaces.
