@@ -1,29 +1,38 @@
-"""Ingest time of the DuckDB store and the time of its named queries over what was ingested.
+"""Ingest time of the DuckDB store against DuckDB loading the same shards on its own, and the named queries' time.
 
-    python -m benchmarks.store_ingest --turns 1000000 [--shard-trajectories 25000] [--no-direct]
+    python -m benchmarks.store_ingest --turns 1000000 [--shard-trajectories 25000] [--no-direct] [--repeat-ingest 2]
 
 Synthesizes `--turns` turns (about a quarter as many trajectories: half of them ask once and answer, half ask twice)
 as real `Question` / `Trajectory` / `Turn` records, with the judgments a pipeline and an RL round store for each
 trajectory (em, f1, leak_detector from `deterministic_judgments`; reward and its parts from `reward_judgments`).
-Each batch goes through `write_shard` (timed), then one `Store.ingest_shards` call into a fresh store (timed); with
-the direct path on, the same batches also go through `add_questions` / `add_trajectories` / `add_judgments` into a
-second fresh store. Then data/queries/stats.sql, sft_candidates.sql and rs_select.sql each run through `run_sql`
-(read-only, as `seekhelp sql` runs them; first run and best of `--repeat`). Building the records is not timed.
-Targets: ingest <= 30 s, each query <= 1 s. Prints one JSON line.
+Each batch goes through `write_shard` (timed). Then, in the same run and on the same shard files, each into a fresh
+store with the same schema: the baseline, one plain DuckDB `INSERT INTO t SELECT ... FROM read_parquet([...])` per
+table over all the shards of its kind (no skipping of stored rows, no shard bookkeeping), and one
+`Store.ingest_shards` call (timed; best of `--repeat-ingest`, the two alternating). Peak RSS is measured during
+each (the kernel's high-water mark, reset before it). With the direct path on, the same batches also go through
+`add_questions` / `add_trajectories` / `add_judgments` into a third store. Then data/queries/stats.sql,
+sft_candidates.sql and rs_select.sql each run through `run_sql` (read-only, as `seekhelp sql` runs them; first run
+and best of `--repeat`). Building the records is not timed.
+Targets: ingest <= 2x the plain load; write + ingest of 1M turns <= 30 s; each query <= 1 s. Prints one JSON line.
 """
 
 import argparse
 import json
 import platform
 import random
+import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
+
+import duckdb
 
 from seekhelp.judging import deterministic_judgments, reward_judgments
 from seekhelp.records import Question, Trajectory, Turn
 from seekhelp.rewards import compute_reward
 from seekhelp.store import Store, load_query, run_sql, write_shard
+from seekhelp.store.ingest import list_shards, shard_info, shard_selects
 
 PLACES = [("Peru", "Lima"), ("Japan", "Tokyo"), ("Kenya", "Nairobi"), ("Norway", "Oslo"), ("Chile", "Santiago"),
           ("Egypt", "Cairo"), ("Nepal", "Kathmandu"), ("Spain", "Madrid"), ("Ghana", "Accra"), ("Laos", "Vientiane")]
@@ -102,19 +111,82 @@ def store_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / 2**20, 1)
 
 
+def reset_peak_rss() -> None:
+    """Reset the kernel's peak-RSS mark of this process (Linux); elsewhere the peak stays the process's own."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def plain_load(shards: Path, path: Path) -> None:
+    """The baseline: DuckDB on its own, one INSERT ... SELECT FROM read_parquet([...]) per table, same schema."""
+    Store(path).close()
+    by_kind: dict[str, list[Path]] = {}
+    for p in list_shards(shards):
+        by_kind.setdefault(shard_info(p)[0], []).append(p)
+    con = duckdb.connect(str(path))
+    try:
+        for kind, files in by_kind.items():
+            for table, select in shard_selects(files, kind).items():
+                con.execute(f"INSERT INTO {table} BY NAME {select}")
+    finally:
+        con.close()
+
+
+def timed_ingests(shards: Path, tmp: Path, repeat: int) -> tuple[dict, dict]:
+    """Best times (and peak RSS) of the plain load and of `ingest_shards`, alternating, each into a fresh store."""
+    best = {"plain": float("inf"), "ours": float("inf")}
+    rss = {"plain": 0.0, "ours": 0.0}
+    counts = {}
+    for i in range(max(1, repeat)):
+        for name in ("plain", "ours"):
+            path = tmp / f"{name}-{i}.duckdb"
+            reset_peak_rss()
+            t0 = time.perf_counter()
+            if name == "plain":
+                plain_load(shards, path)
+            else:
+                with Store(path) as store:
+                    counts = store.ingest_shards(shards)
+            best[name] = min(best[name], time.perf_counter() - t0)
+            rss[name] = max(rss[name], peak_rss_mb())
+            if i + 1 < max(1, repeat):
+                for p in tmp.glob(path.name + "*"):
+                    p.unlink()
+    return {"plain_load_s": round(best["plain"], 2), "ingest_shards_s": round(best["ours"], 2),
+            "ingest_vs_plain": round(best["ours"] / best["plain"], 2), "plain_peak_rss_mb": rss["plain"],
+            "ingest_peak_rss_mb": rss["ours"]}, counts
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Store ingest and query timings on synthetic trajectories.")
     ap.add_argument("--turns", type=int, default=1_000_000)
     ap.add_argument("--shard-trajectories", type=int, default=25_000, help="trajectories per shard / write batch")
     ap.add_argument("--no-direct", action="store_true", help="skip the add_trajectories comparison")
     ap.add_argument("--repeat", type=int, default=3, help="runs per query (best and first reported)")
+    ap.add_argument("--repeat-ingest", type=int, default=2, help="runs of the plain load and of ingest_shards")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     n_questions = max(1, round(args.turns / 4 / SAMPLES))
     n_traj = n_turns = n_judg = 0
     t_shards = t_direct = 0.0
+    reset_peak_rss()
     with tempfile.TemporaryDirectory(prefix="seekhelp-bench-") as tmp:
-        shards, main_path, direct_path = Path(tmp, "shards"), Path(tmp, "store.duckdb"), Path(tmp, "direct.duckdb")
+        shards, direct_path = Path(tmp, "shards"), Path(tmp, "direct.duckdb")
+        t_start = time.perf_counter()
         direct = None if args.no_direct else Store(direct_path)
         for qs, trajs, rows in batches(n_questions, args.shard_trajectories, args.seed):
             n_traj, n_judg = n_traj + len(trajs), n_judg + len(rows)
@@ -132,19 +204,25 @@ def main(argv: list[str] | None = None) -> None:
                 t_direct += time.perf_counter() - t0
         if direct is not None:
             direct.close()
-        t0 = time.perf_counter()
-        with Store(main_path) as store:
-            counts = store.ingest_shards(shards)
-        t_ingest = time.perf_counter() - t0
+            for p in Path(tmp).glob(direct_path.name + "*"):
+                p.unlink()
+        t_build = time.perf_counter() - t_start
+        build_rss = peak_rss_mb()
+        ingests, counts = timed_ingests(shards, Path(tmp), args.repeat_ingest)
+        main_path = sorted(Path(tmp).glob("ours-*.duckdb"))[-1]
         queries = timed_queries(main_path, args.repeat)
         size = store_mb(main_path)
+        shards_mb = round(sum(p.stat().st_size for p in shards.iterdir()) / 2**20, 1)
+        shutil.rmtree(shards)
+    t_ingest = ingests["ingest_shards_s"]
     out = {"figure": "store_ingest", "machine": platform.processor() or platform.machine(), "turns": n_turns,
            "trajectories": n_traj, "questions": n_questions, "judgments": n_judg, "shards": counts["shards"],
-           "write_shards_s": round(t_shards, 2), "ingest_shards_s": round(t_ingest, 2),
-           "shards_total_s": round(t_shards + t_ingest, 2),
+           "shards_mb": shards_mb, "write_shards_s": round(t_shards, 2), **ingests,
+           "shards_total_s": round(t_shards + t_ingest, 2), "build_and_write_s": round(t_build, 1),
+           "build_peak_rss_mb": build_rss,
            "add_trajectories_s": None if args.no_direct else round(t_direct, 2),
            "turns_per_s": round(n_turns / (t_shards + t_ingest)), **queries, "store_mb": size,
-           "ingest_target_met": t_shards + t_ingest <= 30,
+           "ingest_vs_plain_met": ingests["ingest_vs_plain"] <= 2, "ingest_target_met": t_shards + t_ingest <= 30,
            "queries_target_met": all(queries[f"{q}_s"] <= 1 for q in ("stats", "sft_candidates", "rs_select"))}
     if not args.no_direct:
         out["direct_vs_shards"] = round(t_direct / (t_shards + t_ingest), 2)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from seekhelp.config import RecipeError, load_recipe, to_dict
+from seekhelp.errors import entry_point
 from seekhelp.records import Question, content_hash
 
 log = logging.getLogger("pipelines.generate")
@@ -257,6 +258,7 @@ def run(recipe: DataRecipe) -> dict:
     return {"run_id": run_id, "wall_s": round(time.perf_counter() - t0, 1), "rows": counts}
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="pipelines/recipes/demo.yaml")
@@ -266,15 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("DISTILABEL_LOG_LEVEL", "WARNING")
-    from pipelines.seeds import SeedError
-    from seekhelp.store import StoreError
-
-    try:
-        recipe = load_recipe(DataRecipe, args.config, args.set)
-        result = run(recipe)
-    except (RecipeError, SeedError, StoreError, FileNotFoundError, PermissionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = run(load_recipe(DataRecipe, args.config, args.set))
     print(json.dumps(result))
     return 0
 

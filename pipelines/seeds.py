@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.relations import RELATIONS, SECOND_HOPS, SINGLE_KINDS, country_aliases, country_hops, hop
+from seekhelp.errors import SeekhelpError
 from seekhelp.knowledge import Country, KnowledgeBase, fold, the
 from seekhelp.records import question_id
 
@@ -57,7 +58,7 @@ CITIES_PER_COUNTRY = 2
 MAX_QUESTION_CHARS = 4096  # a seed question longer than this is refused (real QA questions are far shorter)
 
 
-class SeedError(ValueError):
+class SeedError(SeekhelpError, ValueError):
     """Bad seed input; the message is one line naming the file or dataset, the row and the field."""
 
 

@@ -18,8 +18,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rl.policy import PolicyConfig, RetrainConfig, RetrainError, check
+from rl.policy import PolicyConfig, RetrainConfig, check
 from seekhelp.config import RecipeError, load_recipe
+from seekhelp.errors import entry_point
 
 log = logging.getLogger("rl.loop")
 
@@ -73,6 +74,7 @@ def round_done(store, recipe: RLRecipe, r: int) -> bool:
     return ok and (r == 0 or (checkpoint(recipe, r) / "config.json").exists())
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="rl/recipes/smollm2-135m/demo.yaml")
@@ -81,23 +83,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    from seekhelp.backends.server import ServerError
-    from seekhelp.models import ModelError
-    from seekhelp.store import StoreError
-
-    try:
-        recipe = load_recipe(RLRecipe, args.config, args.set)
-        if not (Path(recipe.init_model) / "config.json").exists():
-            raise RecipeError(f"init_model: {recipe.init_model} is not a model folder (run `make sft` first)")
-        if recipe.llm.kind not in ("openai", "local"):
-            raise RecipeError(f"llm.kind: {recipe.llm.kind!r} is not one of openai, local")
-        check(recipe.policy, recipe.retrain)
-        if not Path(recipe.store).exists():
-            raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
-        table = run(recipe)
-    except (RecipeError, StoreError, ModelError, ServerError, RetrainError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    recipe = load_recipe(RLRecipe, args.config, args.set)
+    if not (Path(recipe.init_model) / "config.json").exists():
+        raise RecipeError(f"init_model: {recipe.init_model} is not a model folder (run `make sft` first)")
+    if recipe.llm.kind not in ("openai", "local"):
+        raise RecipeError(f"llm.kind: {recipe.llm.kind!r} is not one of openai, local")
+    check(recipe.policy, recipe.retrain)
+    if not Path(recipe.store).exists():
+        raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
+    table = run(recipe)
     print(json.dumps(table))
     return 0
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from seekhelp.config import RecipeError
+from seekhelp.errors import SeekhelpError
 
 log = logging.getLogger("rl.policy")
 
@@ -36,7 +37,7 @@ ENGINES = ("transformers", "vllm")
 LAUNCHERS = ("inprocess", "accelerate")
 
 
-class RetrainError(RuntimeError):
+class RetrainError(SeekhelpError, RuntimeError):
     """The retraining subprocess failed (its own output says why)."""
 
 

@@ -41,7 +41,7 @@ class RoundRunner:
 
         r = self.recipe
         self.store = self._stack.enter_context(Store(r.store))
-        self.store.con.execute(RL_ROUNDS_DDL)
+        self.store.execute(RL_ROUNDS_DDL)
         if r.llm.kind == "local":  # no HTTP: one batched generate per LLM step (the CPU demo)
             from seekhelp.backends.local import TransformersBackend
 
@@ -235,8 +235,8 @@ class RoundRunner:
         row |= {"run": self.recipe.output_dir, "round": r, "split": "validation", "n_rollouts": n_rollouts,
                 "n_selected": n_selected, "wall_s": round(time.perf_counter() - t0, 1)}
         cols = ", ".join(row)
-        self.store.con.execute(f"INSERT OR REPLACE INTO rl_rounds ({cols}) VALUES ({', '.join('?' * len(row))})",
-                               list(row.values()))
+        self.store.execute(f"INSERT OR REPLACE INTO rl_rounds ({cols}) VALUES ({', '.join('?' * len(row))})",
+                           list(row.values()))
         self.store.finish_run(run_id, "ok")
         log.info("round %d: %s", r, row)
 

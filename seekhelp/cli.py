@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -14,11 +15,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seekhelp.errors import SeekhelpError, user_errors
 from seekhelp.records import Question, Trajectory
 
-app = typer.Typer(help="Teach a small on-device model when and how to ask a large one for help, privately.",
+
+class App(typer.Typer):
+    """A Typer app whose every command reports user errors through the one handler (`seekhelp.errors`): one
+    `error:` line, exit 2, whatever module the command lives in."""
+
+    def command(self, *args, **kwargs):
+        register = super().command(*args, **kwargs)
+
+        def decorator(f):
+            @functools.wraps(f)
+            def reporting(*a, **kw):
+                with user_errors():
+                    return f(*a, **kw)
+
+            register(reporting)
+            return f
+
+        return decorator
+
+
+app = App(help="Teach a small on-device model when and how to ask a large one for help, privately.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-models_app = typer.Typer(help="The model registry: list and prepare embedded models.", no_args_is_help=True)
+models_app = App(help="The model registry: list and prepare embedded models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
 err = Console(stderr=True)
@@ -30,21 +52,9 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr, a non-zero exit, no traceback."""
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-@contextlib.contextmanager
-def user_errors():
-    from seekhelp.backends.server import ServerError
-    from seekhelp.models import ModelError
-
-    try:
-        yield
-    except (ModelError, ServerError, ValueError, FileNotFoundError, PermissionError) as e:
-        fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+def fail(message: str) -> None:
+    """Bad input found by a command itself: reported like every other user error (one line, exit 2)."""
+    raise SeekhelpError(message)
 
 
 @models_app.command("list")

@@ -12,10 +12,12 @@ from typing import Any, TypeVar
 
 import yaml
 
+from seekhelp.errors import SeekhelpError
+
 T = TypeVar("T")
 
 
-class RecipeError(ValueError):
+class RecipeError(SeekhelpError, ValueError):
     """A recipe problem, phrased as one line naming the file and the field."""
 
 

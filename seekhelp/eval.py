@@ -16,7 +16,10 @@ import logging
 import os
 import sys
 
+from seekhelp.errors import entry_point
 
+
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="seekhelp eval", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="eval recipe (YAML), e.g. evals/demo.yaml")
@@ -28,22 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("httpx", "openai", "urllib3", "transformers", "httpx2"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from seekhelp.backends.server import ServerError
-    from seekhelp.config import RecipeError
     from seekhelp.evaluation import recipe as recipes
-    from seekhelp.models import ModelError
-    from seekhelp.store import StoreError
 
-    try:
-        recipe = recipes.load(args.config, args.set)
-        if args.quiet:
-            recipe.progress = False
-        from seekhelp.evaluation.harness import run_eval
+    recipe = recipes.load(args.config, args.set)
+    if args.quiet:
+        recipe.progress = False
+    from seekhelp.evaluation.harness import run_eval  # late: a bad recipe fails before torch is imported
 
-        result = run_eval(recipe)
-    except (RecipeError, StoreError, ModelError, ServerError, FileNotFoundError, PermissionError) as e:
-        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-        return 2
+    result = run_eval(recipe)
     print(json.dumps(result))
     print(f"report: {result['report']}")
     return 0

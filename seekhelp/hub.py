@@ -23,6 +23,8 @@ from typing import Any, Protocol
 
 import yaml
 
+from seekhelp.errors import HubError, SeekhelpError
+
 log = logging.getLogger(__name__)
 SECRET_RE = re.compile(r"(hf_[A-Za-z0-9]{20,}|sk-[A-Za-z0-9_-]{20,})")
 SECRET_KEYS = ("token", "api_key", "apikey", "secret", "password")
@@ -123,17 +125,20 @@ def _upload(stage: Path, repo_id: str, repo_type: str, private: bool, client: Hu
         log.info("dry run: %s would be uploaded to %s (%s)", stage, repo_id, repo_type)
         return
     client = client or default_client()
-    client.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
-    if revision:
-        client.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
-    client.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type=repo_type, commit_message=message,
-                         revision=revision)
+    try:
+        client.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True)
+        if revision:
+            client.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)
+        client.upload_folder(repo_id=repo_id, folder_path=str(stage), repo_type=repo_type, commit_message=message,
+                             revision=revision)
+    except (OSError, ValueError) as e:  # huggingface_hub: HTTP errors, offline mode, a malformed repo id
+        raise HubError(f"{repo_id}: the Hub refused the push ({type(e).__name__}: {str(e).strip()[:300]})") from e
 
 
 # ------------------------------------------------------------------ `make push`: what to push comes from the recipes
 
 
-class PushError(ValueError):
+class PushError(SeekhelpError, ValueError):
     """A recipe or folder `make push` cannot use (one line)."""
 
 
@@ -211,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in push_from_recipes(args.data, args.sft, args.rl, dataset_id=args.dataset_id,
                                       model_id=args.model_id, rl_model_id=args.rl_model_id, dry_run=args.dry_run):
             print(("staged " if args.dry_run else "pushed ") + line)
-    except (PushError, OSError) as e:  # OSError: huggingface_hub's HTTP and offline-mode errors derive from it
+    except (PushError, HubError, OSError) as e:  # OSError: huggingface_hub's HTTP and offline-mode errors
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     return 0

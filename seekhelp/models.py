@@ -14,6 +14,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from seekhelp.errors import SeekhelpError
+
 log = logging.getLogger(__name__)
 
 
@@ -42,7 +44,7 @@ REGISTRY: dict[str, ModelSpec] = {
 }
 
 
-class ModelError(RuntimeError):
+class ModelError(SeekhelpError, RuntimeError):
     """A model name that cannot be resolved or prepared (message is one line, meant for users)."""
 
 

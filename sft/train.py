@@ -20,6 +20,7 @@ from pathlib import Path
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config, get_quantization_config
 
+from seekhelp.errors import entry_point
 from sft import SFTInputError
 from sft.chat_templates import prepare_tokenizer
 from sft.data import check_eval, eval_split, export_from_store, load_dialogues
@@ -186,13 +187,10 @@ def parse(argv: list[str] | None = None) -> tuple[SFTScriptArguments, SFTConfig,
         raise SFTInputError(f"{'command line' if 'not used by' in str(e) else where}: {str(e).splitlines()[0]}") from e
 
 
+@entry_point
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        out = train(*parse(argv))
-    except SFTInputError as e:
-        print(f"sft.train: error: {e}", file=sys.stderr)
-        return 2
+    out = train(*parse(argv))
     print(out)
     return 0
 

@@ -18,6 +18,7 @@ import httpx
 import openai
 
 from seekhelp.backends.base import Completion, GenParams, Message
+from seekhelp.errors import SeekhelpError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class EndpointConfig:
     timeout_s: float = 120.0
 
 
-class EndpointError(ValueError):
+class EndpointError(SeekhelpError, ValueError):
     """Nothing answers at an endpoint's base URL (one line, meant for users)."""
 
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import httpx
 
+from seekhelp.errors import SeekhelpError
+
 log = logging.getLogger(__name__)
 
 
-class ServerError(RuntimeError):
+class ServerError(SeekhelpError, RuntimeError):
     pass
 
 

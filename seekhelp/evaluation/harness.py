@@ -213,7 +213,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
             plan.append((kind, run, slm))
     plan = with_easy_probes(plan)
     with Store(recipe.store) as store, contextlib.ExitStack() as stack:
-        store.con.execute(EVAL_METRICS_DDL)
+        store.execute(EVAL_METRICS_DDL)
         datasets = load_datasets(store, recipe)
         questions = {q.id: q for qs in datasets.values() for q in qs}
         run_id = store.start_run("eval", to_dict(recipe), models={"runs": {r.name: s for _, r, s in plan}},

@@ -7,14 +7,17 @@
         store.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 1.0}], run)
         store.finish_run(run, "ok")
 
-One writer process per file (DuckDB's rule): pipeline steps write parquet shards with `write_shard` and a
-single process calls `Store.ingest_shards`. Reading goes through `run_sql` (a read-only connection).
-Every write is one transaction, and ids are content hashes, so writing the same records twice is a no-op.
+One writer process per file at a time (DuckDB's rule), so a `Store` never keeps the file open: every write is
+one short transaction that opens the file, writes and closes it, and `seekhelp sql` / `seekhelp stats` read
+between them while a stage runs (a reader that finds the file busy waits; see seekhelp.store.connection).
+Pipeline steps write parquet shards with `write_shard` and one process calls `Store.ingest_shards`. Reading goes
+through `run_sql` (a read-only connection). Ids are content hashes, so writing the same records twice is a no-op.
 """
 
 import contextlib
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
@@ -27,6 +30,7 @@ import polars as pl
 import pyarrow as pa
 
 from seekhelp.records import Question, Trajectory
+from seekhelp.store.connection import connect, readers_waiting, register_open
 from seekhelp.store.ingest import (
     EASY_SCHEMA,
     FAILURE_SCHEMA,
@@ -35,8 +39,9 @@ from seekhelp.store.ingest import (
     file_sha256,
     list_shards,
     questions_table,
-    read_shard,
     rows_table,
+    shard_info,
+    shard_selects,
     trajectory_tables,
     utc_now,
     write_shard,
@@ -46,7 +51,8 @@ from seekhelp.store.schema import SCHEMA_VERSION, TABLES, StoreError, check_vers
 
 log = logging.getLogger(__name__)
 
-DUCKDB_CONFIG = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+INGEST_HOLD_S = 5.0  # the longest ingest keeps the file across transactions (a waiting reader cuts it short)
+INGEST_BATCH_ROWS = 2_000_000  # rows (turns included) per ingest transaction: a second or two of work
 
 # SQL that moves a registered Arrow table `src` into its table. Conflicts on the content-hash keys are skipped,
 # except judgments and easiness estimates, which a later verdict replaces.
@@ -78,48 +84,31 @@ def code_version() -> str:
         return "unknown"
 
 
-# Stores open for writing in this process, by resolved path: a read-only reader of the same file in the same
-# process (DuckDB refuses a second configuration of one file) borrows a cursor of the writer's connection.
-_WRITERS: dict[str, "Store"] = {}
-
-
-def connect(path: str | Path, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection that never downloads extensions; missing or locked files become StoreError."""
-    path = Path(path)
-    if read_only and not path.exists():
-        raise StoreError(f"{path}: no such store (run a pipeline or `Store(path)` to create one)")
-    if read_only and str(path.resolve()) in _WRITERS:
-        return _WRITERS[str(path.resolve())].con.cursor()
-    if not read_only:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        return duckdb.connect(str(path), read_only=read_only, config=dict(DUCKDB_CONFIG))
-    except duckdb.IOException as e:
-        if "lock" in str(e).lower():
-            raise StoreError(f"{path}: store is in use by another process (DuckDB allows one writer per file)") from e
-        raise StoreError(f"{path}: cannot open store ({str(e).splitlines()[0]})") from e
-    except duckdb.Error as e:
-        raise StoreError(f"{path}: cannot open store ({str(e).splitlines()[0]})") from e
-
-
 class Store:
-    """Read-write access to one store file (use as a context manager)."""
+    """Read-write access to one store file. It holds no connection between calls: each write is one short
+    transaction that opens the file, writes and closes it again, so other processes can read in between.
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    `with store.transaction() as con:` groups several writes (and reads) into one; `store.sql(...)` reads.
+    A reader waits while another process writes (up to `wait_s`; see seekhelp.store.connection).
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False, wait_s: float | None = None):
         self.path = Path(path)
         self.read_only = read_only
+        self.wait_s = wait_s
+        self._con: duckdb.DuckDBPyConnection | None = None  # set while a transaction (or a hold) is open
         self._depth = 0
-        self.con = connect(self.path, read_only)
+        self._hold_s = 0.0  # ingest keeps its connection across shard transactions for this long
+        self._hold_until = 0.0
+        self._lock = threading.RLock()
+        con = connect(self.path, read_only, wait_s)
         try:
             if read_only:
-                check_version(self.con, str(self.path))
+                check_version(con, str(self.path))
             else:
-                ensure_schema(self.con, str(self.path))
-        except Exception:
-            self.con.close()
-            raise
-        if not read_only:
-            _WRITERS[str(self.path.resolve())] = self
+                ensure_schema(con, str(self.path))
+        finally:
+            con.close()
 
     def __enter__(self) -> "Store":
         return self
@@ -128,31 +117,57 @@ class Store:
         self.close()
 
     def close(self) -> None:
-        if _WRITERS.get(str(self.path.resolve())) is self:
-            del _WRITERS[str(self.path.resolve())]
-        self.con.close()
+        """Release a connection still held (there is none outside a transaction or an ingest)."""
+        with self._lock:
+            if self._con is not None and not self._depth:
+                self._release()
+
+    def _release(self) -> None:
+        con, self._con = self._con, None
+        if con is not None:
+            if not self.read_only:
+                register_open(self.path, None)
+            con.close()
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """One transaction; nested uses join the outer one (so several add_* calls can commit together)."""
-        if self._depth:
-            self._depth += 1
+        """One transaction on a connection opened for it and closed after it; nested uses join the outer one
+        (so several add_* calls can commit together). Threads take turns."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._con
+                finally:
+                    self._depth -= 1
+                return
+            if self._con is not None and (time.monotonic() > self._hold_until or readers_waiting(self.path)):
+                self._release()
+            if self._con is None:
+                self._con = connect(self.path, self.read_only, self.wait_s)
+                self._hold_until = time.monotonic() + self._hold_s
+                if not self.read_only:
+                    register_open(self.path, self._con)
+            con = self._con
+            self._depth = 1
             try:
-                yield self.con
+                con.begin()
+                yield con
+            except BaseException:
+                with contextlib.suppress(duckdb.Error):
+                    con.rollback()
+                raise
+            else:
+                con.commit()
             finally:
-                self._depth -= 1
-            return
-        self.con.begin()
-        self._depth = 1
-        try:
-            yield self.con
-        except BaseException:
-            self.con.rollback()
-            raise
-        else:
-            self.con.commit()
-        finally:
-            self._depth = 0
+                self._depth = 0
+                if not self._hold_s or time.monotonic() > self._hold_until:
+                    self._release()
+
+    def execute(self, statement: str, params: list | dict | None = None) -> None:
+        """One write statement in its own short transaction (e.g. a stage's own CREATE TABLE IF NOT EXISTS)."""
+        with self.transaction() as con:
+            con.execute(statement, params)
 
     def _insert(self, con: duckdb.DuckDBPyConnection, table: str, src: pa.Table) -> int:
         if src.num_rows == 0:
@@ -215,50 +230,119 @@ class Store:
         with self.transaction() as con:
             return self._insert(con, "failures", rows_table(rows, FAILURE_SCHEMA, run_id))
 
-    def ingest_shards(self, directory: str | Path) -> dict[str, int]:
-        """Ingest every shard under `directory` not ingested before (or changed since), one transaction each.
+    def ingest_shards(self, directory: str | Path, hold_s: float = INGEST_HOLD_S) -> dict[str, int]:
+        """Ingest every shard under `directory` not ingested before (or changed since).
 
-        Returns {"shards": n, <table>: rows written, ...}.
+        DuckDB reads the parquet files itself. Consecutive shards of one kind go in together, up to
+        INGEST_BATCH_ROWS rows per transaction, each recorded in `ingested_shards` in the same transaction. The
+        common case (every row new) is one plain INSERT ... SELECT per table; a batch with rows stored already (a
+        rerun) or repeated is redone shard by shard with the conflict-aware statements, so the result is the same
+        either way. The connection stays open across transactions for up to `hold_s` at a time (closed sooner when
+        a reader waits), then the file is let go. Returns {"shards": n, <table>: rows written, ...}.
         """
         counts: dict[str, int] = {"shards": 0}
-        known = dict(self.con.execute("SELECT file_name, sha256 FROM ingested_shards").fetchall())
-        for path in list_shards(directory):
-            sha = file_sha256(path)
-            if known.get(path.name) == sha:
-                continue
-            if path.name in known:
-                log.warning("%s changed since it was ingested; ingesting it again", path)
-            kind, tables = read_shard(path)
-            with self.transaction() as con:
-                for table, src in tables.items():
-                    counts[table] = counts.get(table, 0) + self._insert(con, table, src)
-                n_rows = next(iter(tables.values())).num_rows
-                con.execute("INSERT INTO ingested_shards VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                            "sha256 = excluded.sha256, n_rows = excluded.n_rows, ingested_at = excluded.ingested_at",
-                            [path.name, sha, kind, n_rows, utc_now()])
-            counts["shards"] += 1
+        shards = list_shards(directory)
+        batch: list[tuple[Path, str, int]] = []  # (path, sha256, rows) of one kind
+        size = 0  # rows the batch writes, turns included
+
+        def flush() -> int:
+            if batch:
+                for table, n in self._ingest_batch(kind_of_batch, batch).items():
+                    counts[table] = counts.get(table, 0) + n
+                counts["shards"] += len(batch)
+                batch.clear()
+            return 0
+
+        with self._lock:
+            self._hold_s = hold_s
+            try:
+                known = dict(self.sql("SELECT file_name, sha256 FROM ingested_shards").rows())
+                kind_of_batch = ""
+                for path in shards:
+                    sha = file_sha256(path)
+                    if known.get(path.name) == sha:
+                        continue
+                    if path.name in known:
+                        log.warning("%s changed since it was ingested; ingesting it again", path)
+                    try:
+                        kind, rows, turns = shard_info(path)
+                    except StoreError:
+                        flush()  # the good shards before a broken one are kept
+                        raise
+                    if batch and (kind != kind_of_batch or size + rows + turns > INGEST_BATCH_ROWS):
+                        size = flush()
+                    kind_of_batch = kind
+                    batch.append((path, sha, rows))
+                    size += rows + turns
+                flush()
+            finally:
+                self._hold_s = 0.0
+                if not self._depth:
+                    self._release()
         return counts
+
+    def _ingest_batch(self, kind: str, batch: list[tuple[Path, str, int]]) -> dict[str, int]:
+        if not self._depth:  # nested in a caller's transaction: a failed statement would abort it, so no retry
+            try:
+                with self.transaction() as con:
+                    return self._load(con, kind, batch, plain=kind != "failures")  # failures have no key
+            except duckdb.ConstraintException:
+                log.debug("%d %s shard(s): rows stored already; ingesting them one by one", len(batch), kind)
+        counts: dict[str, int] = {}
+        for shard in batch:
+            with self.transaction() as con:
+                for table, n in self._load(con, kind, [shard], plain=False).items():
+                    counts[table] = counts.get(table, 0) + n
+        return counts
+
+    def _load(self, con: duckdb.DuckDBPyConnection, kind: str, batch: list[tuple[Path, str, int]],
+              plain: bool) -> dict[str, int]:
+        out = {}
+        where = str(batch[0][0]) if len(batch) == 1 else f"{batch[0][0].parent}: {len(batch)} {kind} shards"
+        try:
+            for table, select in shard_selects([p for p, _, _ in batch], kind).items():
+                if plain:
+                    out[table] = con.execute(f"INSERT INTO {table} BY NAME {select}").fetchall()[0][0]
+                else:
+                    con.execute(f"CREATE OR REPLACE TEMP VIEW src AS {select}")
+                    out[table] = con.execute(_INSERT[table]).fetchall()[0][0]
+                    con.execute("DROP VIEW src")
+        except duckdb.ConstraintException:
+            if plain:
+                raise
+            raise StoreError(f"{where}: rows conflict with the store's keys") from None
+        except duckdb.Error as e:
+            raise StoreError(f"{where}: shard columns do not match kind {kind!r} ({str(e).splitlines()[0]})") from e
+        now = utc_now()
+        con.executemany("INSERT INTO ingested_shards VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                        "sha256 = excluded.sha256, n_rows = excluded.n_rows, ingested_at = excluded.ingested_at",
+                        [[p.name, sha, kind, rows, now] for p, sha, rows in batch])
+        return out
 
     # --------------------------------------------------------------------------------------------- reads
 
     def sql(self, query: str, params: dict[str, Any] | list | None = None) -> pl.DataFrame:
-        """Run a query on this (writer's) connection; for ad-hoc reading prefer `run_sql` (read-only)."""
-        return self.con.sql(query, params=params).pl()
+        """Run a query in a short transaction (or the one open); for ad-hoc reading prefer `run_sql` (read-only)."""
+        with self.transaction() as con:
+            rel = con.sql(query, params=params)
+            return pl.DataFrame() if rel is None else rel.pl()
 
     def stored_ids(self, table: str, ids: Iterable[str]) -> set[str]:
         """Which of `ids` are already in `questions` or `trajectories` (to skip work on a rerun)."""
         if table not in ("questions", "trajectories"):
             raise StoreError(f"stored_ids: table must be questions or trajectories, not {table!r}")
         src = pa.table({"id": pa.array(list(ids), pa.string())})
-        self.con.register("ids_src", src)
-        try:
-            rows = self.con.execute(f"SELECT id FROM {table} JOIN ids_src USING (id)").fetchall()
-        finally:
-            self.con.unregister("ids_src")
+        with self.transaction() as con:
+            con.register("ids_src", src)
+            try:
+                rows = con.execute(f"SELECT id FROM {table} JOIN ids_src USING (id)").fetchall()
+            finally:
+                con.unregister("ids_src")
         return {r[0] for r in rows}
 
     def counts(self) -> dict[str, int]:
-        return {t: self.con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES if t != "meta"}
+        with self.transaction() as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES if t != "meta"}
 
 
 __all__ = ["SCHEMA_VERSION", "Store", "StoreError", "connect", "load_query", "run_sql", "write_shard"]

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from seekhelp.errors import user_errors
 from seekhelp.store.query import (
     default_store_path,
     load_query,
@@ -41,22 +42,17 @@ class Format(StrEnum):
     parquet = "parquet"
 
 
-def _fail(message: str) -> None:
-    text = " ".join(str(message).split()) or "failed"
-    typer.echo(f"error: {text}", err=True)
-    raise typer.Exit(2)
-
-
 @contextlib.contextmanager
 def _user_errors():
-    try:
-        yield
-    except (StoreError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
-    except duckdb.Error as e:
-        _fail(f"DuckDB: {str(e).strip().splitlines()[0]}")
-    except pl.exceptions.PolarsError as e:
-        _fail(f"output: {str(e).strip().splitlines()[0]}")
+    """DuckDB and polars errors of a user's query or output format as StoreErrors, and every user error reported
+    by the one handler (seekhelp.errors): one `error:` line, exit 2."""
+    with user_errors():
+        try:
+            yield
+        except duckdb.Error as e:
+            raise StoreError(f"DuckDB: {str(e).strip().splitlines()[0]}") from e
+        except pl.exceptions.PolarsError as e:
+            raise StoreError(f"output: {str(e).strip().splitlines()[0]}") from e
 
 
 def _params(items: list[str] | None) -> dict:
@@ -204,9 +200,12 @@ def ingest(shards: Annotated[Path, typer.Argument(help="Folder of parquet shards
            store: StoreOpt = default_store_path()) -> None:
     """Ingest the shards not ingested yet (one transaction per shard)."""
     from seekhelp.store import Store
+    from seekhelp.store.ingest import list_shards
 
-    with _user_errors(), Store(store) as s:
-        counts = s.ingest_shards(shards)
+    with _user_errors():
+        list_shards(shards)  # a missing shard folder is refused before a store is created
+        with Store(store) as s:
+            counts = s.ingest_shards(shards)
     typer.echo(", ".join(f"{k}: {v}" for k, v in counts.items()))
 
 

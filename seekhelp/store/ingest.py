@@ -2,8 +2,8 @@
 
 Everything that enters the store passes through an Arrow table built column by column (never row by row),
 so one code path serves both direct writes (`Store.add_*`) and shards written by pipeline steps.
-A trajectory shard is one parquet file whose `turns` column is a list of structs; reading it flattens the
-turns back into their own table.
+A trajectory shard is one parquet file whose `turns` column is a list of structs; ingesting it (DuckDB reads the
+file directly, see `shard_selects`) flattens the turns back into their own table.
 """
 
 import hashlib
@@ -170,20 +170,6 @@ def _nest_turns(traj: pa.Table, turns: pa.Table, lengths: list[int]) -> pa.Table
     return traj.append_column("turns", pa.ListArray.from_arrays(offsets, structs))
 
 
-def _unnest_turns(shard: pa.Table) -> tuple[pa.Table, pa.Table]:
-    nested = shard.column("turns").combine_chunks()
-    traj = shard.drop_columns(["turns"])
-    offsets = nested.offsets.to_numpy()
-    lengths = np.diff(offsets)
-    flat = nested.flatten()
-    owners = np.repeat(np.arange(len(lengths)), lengths)
-    idx = np.arange(len(flat)) - np.repeat(offsets[:-1], lengths)
-    cols = {"trajectory_id": traj.column("id").take(pa.array(owners)), "idx": pa.array(idx.astype(np.int32))}
-    for name, _ in TURN_FIELDS:
-        cols[name] = flat.field(name)
-    return traj, pa.Table.from_pydict(cols, schema=TURN_SCHEMA)
-
-
 def write_shard(directory: str | Path, kind: str, records: Sequence[Any], run_id: str | None = None) -> Path:
     """Write one batch of records as a parquet shard, atomically (temporary file, fsync, rename).
 
@@ -230,23 +216,38 @@ def file_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_shard(path: Path) -> tuple[str, dict[str, pa.Table]]:
-    """(kind, {table name: Arrow table}) for one shard file."""
+def shard_info(path: Path) -> tuple[str, int, int]:
+    """(kind, rows, turns) of a shard: the kind its parquet metadata declares (else its name's prefix), its rows and,
+    for trajectories, how many turns they hold. Reads the footer only."""
     try:
-        table = pq.read_table(path)
+        footer = pq.read_metadata(path)
     except (pa.ArrowInvalid, OSError) as e:
         raise StoreError(f"{path}: not a readable parquet shard ({e})") from e
-    meta = table.schema.metadata or {}
+    meta = footer.schema.to_arrow_schema().metadata or {}
     kind = meta.get(_KIND_KEY, b"").decode() or path.name.split("-", 1)[0]
-    schemas = {"questions": QUESTION_SCHEMA, "judgments": JUDGMENT_SCHEMA, "easy": EASY_SCHEMA,
-               "failures": FAILURE_SCHEMA}
-    try:
-        if kind == "trajectories":
-            traj, turns = _unnest_turns(table)
-            return kind, {"trajectories": traj.select(TRAJECTORY_SCHEMA.names).cast(TRAJECTORY_SCHEMA),
-                          "turns": turns}
-        if kind in schemas:
-            return kind, {kind: table.select(schemas[kind].names).cast(schemas[kind])}
-    except (KeyError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as e:
-        raise StoreError(f"{path}: shard columns do not match kind {kind!r} ({e})") from e
-    raise StoreError(f"{path}: unknown shard kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind not in KINDS:
+        raise StoreError(f"{path}: unknown shard kind {kind!r}; expected one of {', '.join(KINDS)}")
+    turns = 0
+    for g in range(footer.num_row_groups):
+        group = footer.row_group(g)
+        turns += sum(group.column(c).num_values for c in range(group.num_columns)
+                    if group.column(c).path_in_schema == "turns.list.element.role")
+    return kind, footer.num_rows, turns
+
+
+def shard_selects(paths: Sequence[Path], kind: str) -> dict[str, str]:
+    """{table: SELECT over the shard files} for the tables shards of one kind fill, in the tables' column order.
+
+    DuckDB reads the parquet files itself (no Arrow round trip through Python): a trajectory shard's nested `turns`
+    list becomes one row per turn, numbered from 0 in list order.
+    """
+    files = ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths)
+    src = f"read_parquet([{files}])"
+    schema = {"questions": QUESTION_SCHEMA, "judgments": JUDGMENT_SCHEMA, "easy": EASY_SCHEMA,
+              "failures": FAILURE_SCHEMA, "trajectories": TRAJECTORY_SCHEMA}[kind]
+    out = {kind: f"SELECT {', '.join(schema.names)} FROM {src}"}
+    if kind == "trajectories":
+        fields = ", ".join(f"t.{name}" for name, _ in TURN_FIELDS)
+        out["turns"] = (f"SELECT trajectory_id, idx, {fields} FROM (SELECT id AS trajectory_id, "
+                        f"(generate_subscripts(turns, 1) - 1)::INTEGER AS idx, unnest(turns) AS t FROM {src})")
+    return out

@@ -104,8 +104,11 @@ def check_read_only(sql: str) -> duckdb.Statement:
                      f"got {kind}")
 
 
-def run_sql(store_path: str | Path, sql: str, params: dict[str, Any] | None = None) -> pl.DataFrame:
-    """Run one read-only statement on a store opened read-only; the result as a polars DataFrame."""
+def run_sql(store_path: str | Path, sql: str, params: dict[str, Any] | None = None,
+            wait_s: float | None = None) -> pl.DataFrame:
+    """Run one read-only statement on a store opened read-only; the result as a polars DataFrame.
+
+    While another process writes, wait up to `wait_s` (default 30 s, env SEEKHELP_STORE_WAIT_S) for the file."""
     from seekhelp.store import connect  # late: the package imports this module
 
     stmt = check_read_only(sql)
@@ -115,7 +118,7 @@ def run_sql(store_path: str | Path, sql: str, params: dict[str, Any] | None = No
     if missing:
         raise StoreError(f"query needs parameter(s) {', '.join('$' + m for m in missing)} "
                          f"(pass --param NAME=VALUE or add '-- @param NAME = VALUE' to the query)")
-    con = connect(store_path, read_only=True)
+    con = connect(store_path, read_only=True, wait_s=wait_s)
     try:
         check_version(con, str(store_path))
         rel = con.sql(stmt.query, params={k: bound[k] for k in wanted} if wanted else None)

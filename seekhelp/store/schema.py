@@ -6,6 +6,8 @@ is refused rather than misread; an older one would be migrated here once there i
 
 import duckdb
 
+from seekhelp.errors import SeekhelpError
+
 SCHEMA_VERSION = 1
 
 # Judge names pivoted into columns of `scored` (anything else stays reachable in `judgments`). leak_detector and
@@ -16,7 +18,7 @@ JUDGES = ("em", "f1", "leak_detector", "leak_sent", "leak_judge", "reward",
 TABLES = ("meta", "runs", "questions", "trajectories", "turns", "judgments", "easy", "failures", "ingested_shards")
 
 
-class StoreError(Exception):
+class StoreError(SeekhelpError):
     """A problem with a store or a query that the user can fix; its message is one readable line."""
 
 

@@ -23,10 +23,13 @@ def test_store_ingest_tiny(capsys):
     out = _json_line(capsys)
     assert out["figure"] == "store_ingest"
     assert 1900 <= out["turns"] <= 2100 and out["trajectories"] == 500 and out["judgments"] == 500 * 9
-    _positive(out, ["write_shards_s", "ingest_shards_s", "shards_total_s", "add_trajectories_s", "turns_per_s",
-                    "stats_s", "sft_candidates_s", "rs_select_s", "stats_rows", "sft_candidates_rows",
-                    "rs_select_rows", "store_mb", "direct_vs_shards"])
-    assert isinstance(out["ingest_target_met"], bool) and isinstance(out["queries_target_met"], bool)
+    _positive(out, ["write_shards_s", "ingest_shards_s", "plain_load_s", "ingest_vs_plain", "ingest_peak_rss_mb",
+                    "plain_peak_rss_mb", "shards_total_s", "add_trajectories_s", "turns_per_s", "stats_s",
+                    "sft_candidates_s", "rs_select_s", "stats_rows", "sft_candidates_rows", "rs_select_rows",
+                    "store_mb", "direct_vs_shards"])
+    assert out["shards"] == 3 * 3  # 125 questions in batches of 62: three batches of three shards each
+    for flag in ("ingest_target_met", "queries_target_met", "ingest_vs_plain_met"):
+        assert isinstance(out[flag], bool)
 
 
 def test_llm_orchestration_tiny(capsys):

@@ -63,7 +63,7 @@ def test_schema_created_with_version(db):
 
 def test_newer_schema_version_is_refused(db):
     with Store(db) as s:
-        s.con.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
+        s.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [str(SCHEMA_VERSION + 1)])
     with pytest.raises(StoreError, match=rf"store schema version {SCHEMA_VERSION + 1} is newer .*upgrade seekhelp"):
         Store(db)
     with pytest.raises(StoreError, match="newer"):
@@ -168,12 +168,11 @@ def test_crash_mid_transaction_keeps_committed_rows(db):
 import os
 from seekhelp.records import Question
 from seekhelp.store import Store
-from seekhelp.store.ingest import questions_table
 s = Store({str(db)!r})
 s.add_questions([Question("q0", ["a"])])
-s.con.begin()
-s._insert(s.con, "questions", questions_table([Question("q1", ["b"])]))
-os._exit(17)
+with s.transaction():
+    s.add_questions([Question("q1", ["b"])])
+    os._exit(17)
 """
     proc = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[2], capture_output=True)
     assert proc.returncode == 17, proc.stderr.decode()
@@ -183,18 +182,29 @@ os._exit(17)
 
 
 def test_reader_beside_a_writer(db):
-    """Same process: run_sql borrows the open writer's connection. Another process: one clear StoreError."""
+    """A Store holds the file only inside a transaction. Same process: run_sql borrows the open transaction's
+    connection. Another process mid-transaction: the reader waits, then fails in one line, or gets in once the
+    transaction ends."""
     with Store(db) as s:
         s.add_questions([question(0)])
-        assert run_sql(db, "SELECT count(*) AS n FROM questions")["n"].to_list() == [1]
-        with pytest.raises(StoreError, match="only read queries"):
-            run_sql(db, "DELETE FROM questions")
-    script = f"from seekhelp.store import Store; s = Store({str(db)!r}); print('ready', flush=True); input()"
+        assert run_sql(db, "SELECT count(*) AS n FROM questions")["n"].to_list() == [1]  # no connection held
+        with s.transaction():
+            s.add_questions([question(1)])
+            assert run_sql(db, "SELECT count(*) AS n FROM questions")["n"].to_list() == [1]  # committed state
+            with pytest.raises(StoreError, match="only read queries"):
+                run_sql(db, "DELETE FROM questions")
+    script = (f"from seekhelp.store import Store\ns = Store({str(db)!r})\nwith s.transaction():\n"
+              "    print('ready', flush=True)\n    input()\nprint('done', flush=True)\ninput()")
     proc = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "ready"
-        with pytest.raises(StoreError, match="in use by another process"):
-            run_sql(db, "SELECT 1")
+        with pytest.raises(StoreError, match=r"in use by another process \(waited"):
+            run_sql(db, "SELECT 1", wait_s=0.3)
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert run_sql(db, "SELECT count(*) AS n FROM questions", wait_s=10)["n"].to_list() == [2]
+        assert proc.stdout.readline().strip() == "done"  # the writer process is still alive, holding nothing
+        assert run_sql(db, "SELECT count(*) AS n FROM questions", wait_s=0)["n"].to_list() == [2]
     finally:
         proc.communicate("\n", timeout=30)
 
@@ -381,3 +391,22 @@ def test_export_needs_trajectory_ids(db, tmp_path):
     Store(db).close()
     with pytest.raises(StoreError, match="trajectory_id"):
         export_sft(db, "SELECT 1 AS x", tmp_path / "out", "SYSTEM")
+
+
+def test_ingest_of_partly_stored_shards(db, tmp_path):
+    """Shards go in batches by a plain INSERT; a batch with rows stored already is redone shard by shard with the
+    conflict handling, with the same result as ingesting each alone: stored rows skipped, later verdicts win."""
+    shard_dir = tmp_path / "shards"
+    ts = [traj(question(i)) for i in range(3)]
+    with Store(db) as s:
+        s.add_trajectories(ts[:1])
+        s.add_judgments(judge(ts[0], 0.0))
+        write_shard(shard_dir, "trajectories", ts)
+        write_shard(shard_dir, "trajectories", [traj(question(7))])
+        write_shard(shard_dir, "judgments", [r for t in ts for r in judge(t, 1.0)])
+        counts = s.ingest_shards(shard_dir)
+        assert (counts["shards"], counts["trajectories"], counts["judgments"]) == (3, 3, 6)
+        assert counts["turns"] == sum(len(t.turns) for t in ts[1:]) + len(traj(question(7)).turns)
+        assert s.counts()["ingested_shards"] == 3 and s.ingest_shards(shard_dir) == {"shards": 0}
+    assert run_sql(db, "SELECT value FROM judgments WHERE judge = 'em'")["value"].to_list() == [1.0] * 3
+    assert run_sql(db, "SELECT count(*) AS n FROM turns")["n"].to_list() == [sum(len(t.turns) for t in ts) + 3]
