@@ -13,11 +13,9 @@ pytestmark = pytest.mark.integration
 
 QUESTIONS = [
     Question("My cousin Leo lives in the capital of Japan. In which city does Leo live?", ["Tokyo"],
-             ["The user's cousin Leo lives in the capital of Japan."], source="geo", split="test",
-             meta={"easy_hint": True}),
+             ["The user's cousin Leo lives in the capital of Japan."], source="geo", split="test"),
     Question("My friend Ada was paid in the currency of Peru. Which currency did Ada get?", ["Sol", "PEN"],
-             ["The user's friend Ada was paid in the currency of Peru."], source="geo", split="test",
-             meta={"easy_hint": False}),
+             ["The user's friend Ada was paid in the currency of Peru."], source="geo", split="test"),
     Question("My sister flew to the country whose capital is Lima. Which continent is it on?", ["South America"],
              ["The user's sister flew to the country whose capital is Lima."], source="geo", split="test"),
     Question("Not in the dataset (train split).", ["x"], [], source="geo", split="train"),
@@ -58,7 +56,8 @@ def test_tiny_eval_writes_metrics_trajectories_and_a_report(tmp_path, embedded_e
     t = run_sql(store, "SELECT strategy, count(*) AS n FROM trajectories GROUP BY 1 ORDER BY 1").to_dicts()
     assert t == [{"strategy": "dynamic", "n": 3}, {"strategy": "llm_direct", "n": 3}, {"strategy": "slm_cot", "n": 3}]
     j = run_sql(store, "SELECT judge, count(*) AS n FROM judgments GROUP BY 1 ORDER BY 1").to_dicts()
-    assert j == [{"judge": "em", "n": 9}, {"judge": "f1", "n": 9}, {"judge": "leak_detector", "n": 9}]
+    assert j == [{"judge": "em", "n": 9}, {"judge": "f1", "n": 9}, {"judge": "leak_detector", "n": 9},
+                 {"judge": "leak_sent", "n": 9}]
 
     report = tmp_path / "reports" / "tiny" / "report.md"
     assert result["report"] == str(report)
