@@ -71,7 +71,7 @@ def test_200_requests_from_32_clients_against_a_flaky_upstream():
     faults = Faults(rate_limit=0.2, server_error=0.1, slow=0.05, malformed=0.05, slow_s=1.0, seed=3)
     with ScriptedServer(faults=faults) as upstream:
         llm = OpenAIBackend(EndpointConfig(base_url=upstream.base_url, model="scripted", max_retries=2,
-                                           backoff_s=0.02, backoff_max_s=0.1, timeout_s=0.5, max_concurrency=16))
+                                           timeout_s=0.5, max_concurrency=16))
         slm = ComputingSLM(slm_reply)
         app = create_app(StrategyContext(slm=slm, llm=llm, config=RuntimeConfig(guard="block")), ServeSettings())
         with serving(app) as root:

@@ -22,7 +22,7 @@ def test_store_ingest_tiny(capsys):
     main(["--turns", "2000", "--shard-trajectories", "250", "--repeat", "2"])
     out = _json_line(capsys)
     assert out["figure"] == "store_ingest"
-    assert 1900 <= out["turns"] <= 2100 and out["trajectories"] == 500 and out["judgments"] == 500 * 9
+    assert 1900 <= out["turns"] <= 2100 and out["trajectories"] == 500 and out["judgments"] == 500 * 10
     _positive(out, ["write_shards_s", "ingest_shards_s", "plain_load_s", "ingest_vs_plain", "ingest_peak_rss_mb",
                     "plain_peak_rss_mb", "shards_total_s", "add_trajectories_s", "turns_per_s", "stats_s",
                     "sft_candidates_s", "rs_select_s", "stats_rows", "sft_candidates_rows", "rs_select_rows",

@@ -39,7 +39,7 @@ def leaks_the_label(conv: list[dict]) -> str:
 
 
 def _llm(server, **kw) -> OpenAIBackend:
-    cfg = dict(base_url=server.base_url, model="scripted", backoff_s=0.01, backoff_max_s=0.02, timeout_s=2.0)
+    cfg = dict(base_url=server.base_url, model="scripted", timeout_s=2.0)
     return OpenAIBackend(EndpointConfig(**{**cfg, **kw}))
 
 
