@@ -4,7 +4,8 @@
 
 Synthesizes `--turns` turns (about a quarter as many trajectories: half of them ask once and answer, half ask twice)
 as real `Question` / `Trajectory` / `Turn` records, with the judgments a pipeline and an RL round store for each
-trajectory (em, f1, leak_detector, leak_sent from `deterministic_judgments`; reward and its parts from `reward_judgments`).
+trajectory (em, f1, leak_detector, leak_sent from `deterministic_judgments`; reward and its parts from
+`reward_judgments`).
 Each batch goes through `write_shard` (timed). Then, in the same run and on the same shard files, each into a fresh
 store with the same schema: the baseline, one plain DuckDB `INSERT INTO t SELECT ... FROM read_parquet([...])` per
 table over all the shards of its kind (no skipping of stored rows, no shard bookkeeping), and one
