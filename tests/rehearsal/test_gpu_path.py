@@ -79,11 +79,13 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
         launch = ["--config_file", "sft/accelerate/cpu.yaml", "--num_processes", "2", "--main_process_port",
                   str(_port()), "-m", "sft.train"]
         stage("sft", "accelerate.commands.launch", [*launch, "--config", SFT, "--model_name_or_path", tiny_model_dir,
-                                                    "--per_device_train_batch_size", "2", *CPU_TRAIN], workdir, walls)
+                                                    "--per_device_train_batch_size", "2", "--eval_holdout", "4",
+                                                    "--per_device_eval_batch_size", "2", *CPU_TRAIN], workdir, walls)
         assert (sft_out / "config.json").exists() and (sft_out / "recipe.yaml").exists()
 
         # rl: 2 rounds; rollouts through `transformers serve` on each checkpoint, retrain via accelerate (2 procs)
-        overrides = json.dumps(["--learning_rate", "1.0e-5", "--per_device_train_batch_size", "2", *CPU_TRAIN])
+        overrides = json.dumps(["--learning_rate", "1.0e-5", "--per_device_train_batch_size", "2", "--eval_strategy",
+                                "no", "--eval_holdout", "0", *CPU_TRAIN])  # as the recipe's own: no eval per round
         log = stage("rl", "rl.loop", ["--config", str(RL), *sets(
             "rounds=2", "k=1", "train_questions=8", "validation_questions=4", "easy_k=1", "n_max=2",
             "slm_max_new_tokens=24", "llm_max_new_tokens=16", "batch_size=8", "min_reward=-100",
