@@ -12,10 +12,14 @@ TORCH_CPU ?= torch==2.13.0
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
-DATA_RECIPE ?= pipelines/recipes/demo.yaml
-SFT_RECIPE ?= sft/recipes/smollm2-135m/demo.yaml
-RL_RECIPE ?= rl/recipes/smollm2-135m/demo.yaml
-EVAL_RECIPE ?= evals/demo.yaml
+# PROFILE=demo: the ~30 min CPU run; PROFILE=long: the same pipeline with more data, a full SFT epoch and more RL
+# (<= 2 h on 2 cores, its own store under data/long). Each *_RECIPE can still be set on its own.
+PROFILE ?= demo
+DATA_RECIPE ?= pipelines/recipes/$(PROFILE).yaml
+SFT_RECIPE ?= sft/recipes/smollm2-135m/$(PROFILE).yaml
+RL_RECIPE ?= rl/recipes/smollm2-135m/$(PROFILE).yaml
+EVAL_RECIPE ?= evals/$(PROFILE).yaml
+STORE = $(shell sed -n 's/^store: *\([^ #]*\).*/\1/p' $(DATA_RECIPE))
 NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
@@ -68,7 +72,7 @@ serve: install
 
 data: install
 	$(PY) -m pipelines.generate --config $(DATA_RECIPE)
-	$(VENV)/bin/seekhelp stats
+	$(VENV)/bin/seekhelp stats --store $(STORE)
 
 sft: install
 ifeq ($(NUM_GPUS),1)
@@ -86,11 +90,11 @@ eval: install
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install
-	@mkdir -p data/reports && : > data/reports/demo-timings.txt
+	@mkdir -p data/reports && : > data/reports/$(PROFILE)-timings.txt
 	@for stage in data sft rl eval; do \
 		start=$$(date +%s); \
 		$(OFFLINE) $(MAKE) --no-print-directory $$stage || exit $$?; \
-		echo "$$stage $$(( $$(date +%s) - start ))" >> data/reports/demo-timings.txt; \
+		echo "$$stage $$(( $$(date +%s) - start ))" >> data/reports/$(PROFILE)-timings.txt; \
 		echo "== $$stage done in $$(( $$(date +%s) - start )) s"; \
 	done
 	@echo "report: $$(ls -td data/reports/*/report.md | head -1)"
@@ -108,4 +112,4 @@ push: install
 		$(if $(HUB_RL_MODEL),--rl-model-id $(HUB_RL_MODEL)) $(PUSH_ARGS)
 
 clean:
-	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs
+	rm -rf data/models data/shards data/store.duckdb* data/reports data/exports data/runs data/long

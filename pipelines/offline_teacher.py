@@ -23,41 +23,41 @@ from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_tur
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/2"
+VERSION = "offline-teacher/3"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
+# Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
+# words, "The question states" / "The question does not state": the decision to ask is the one token after them,
+# read off the question, not a side effect of which phrasing happens to be likelier.
 THINK_ASK = [
-    "The personal details only tell me which place matters; what I am missing is {need}. That is a public fact, "
-    "so I will ask the expert for it without mentioning anyone.",
-    "To answer I need {need}, and I am not sure of it. I'll send only that objective question and keep the "
-    "names and plans to myself.",
-    "This depends on {need}, a general-knowledge fact worth checking with the expert. My request must say "
-    "nothing about the user or the user's people.",
-    "Let me split the private part from the public part. The public part is {need}; I will ask about that alone.",
+    "The question does not state {need}. That is public, so I ask for it alone.",
+    "The question does not state {need}; I ask for it without naming anyone.",
 ]
 THINK_NEXT = [
-    "The reply says {gist}. I still need {need}, which is public too, so I ask for it next.",
-    "Good: {gist}. Next I need {need}; again nothing personal has to go out.",
-    "So {gist}. One more public fact is missing: {need}.",
+    "The reply says {gist}. I still need {need}.",
+    "The reply says {gist}. Next I need {need}.",
 ]
 THINK_FINAL = [
-    "The expert's reply settles it: {gist}. So the answer is {answer}.",
-    "From the reply, {gist}. Combined with the private details, the answer is {answer}.",
-    "That gives me the missing fact ({gist}), which answers the question: {answer}.",
-    "The reply confirms that {gist}. I can answer now: {answer}.",
+    "The reply says {gist}. Answer: {answer}.",
+    "The reply says {gist}, so the answer is {answer}.",
 ]
 THINK_ALONE = [
-    "The question itself says that {gist}. Nothing is missing, so I answer without asking anyone: {answer}.",
-    "Everything I need is already in the question: {gist}. No request is needed; the answer is {answer}.",
-    "The user has stated the deciding fact ({gist}), so asking the expert would only risk the private details. "
-    "The answer is {answer}.",
+    "The question states that {gist}. Nothing is missing: {answer}.",
+    "The question states that {gist}; no request is needed: {answer}.",
 ]
 THINK_VAGUE = [
-    "The personal details only tell me which place matters; what I am missing is {need}. I will ask the expert "
-    "about it and keep every personal detail to myself.",
-    "I need {need}. Let me send a short public question and nothing about the user.",
+    "The question does not state {need}. I ask without personal details.",
+    "The question does not state {need}; a short public question will do.",
 ]
 THINK_SUPPLY = [
+    "The reply asks which {noun}. {S} is public; I name it.",
+    "The reply asks which {noun}: {s}. A place name is not private.",
+]
+SUPPLY = [
+    "The expert asks which {noun}. {S} is public; I name it.",
+    "Which {noun}: {s}. A place name is not private.",
+]
+SUPPLY = [
     "The expert needs to know which {noun} I mean. The place's name, {s}, is public, so I can give it; the names "
     "and plans stay with me.",
     "The expert asks which {noun}. Naming {s} reveals nothing personal, so I add it to my question.",

@@ -58,9 +58,9 @@ class RoundRunner:
             from seekhelp.knowledge import KnowledgeBase, grounder
 
             self.grounder = grounder(KnowledgeBase.from_geonames(), k=3)
-        self.train_qs = self._questions("train", r.train_questions)
+        self.train_pool = self._questions("train", 1 << 31)  # every round draws its own slice (train_questions)
         self.val_qs = self._questions("validation", r.validation_questions)
-        if not self.train_qs or not self.val_qs:
+        if not self.train_pool or not self.val_qs:
             raise FileNotFoundError(f"{r.store}: no train/validation questions (run `make data` first)")
         return self
 
@@ -107,6 +107,13 @@ class RoundRunner:
                 return rt.run(questions, "dynamic", **kw)
             finally:
                 rt.progress = None
+
+    def train_questions(self, r: int) -> list[Question]:
+        """Round r's training questions: the next `train_questions` of the train split (ordered by id, wrapping
+        around), so successive rounds see different questions until the split is used up."""
+        pool, n = self.train_pool, min(self.recipe.train_questions, len(self.train_pool))
+        start = ((r - 1) * n) % len(pool)
+        return (pool[start:] + pool[:start])[:n]
 
     # ------------------------------------------------------------------------------------------- pieces
     def easy_flags(self, questions: list[Question], r: int) -> dict[str, bool]:
@@ -156,14 +163,14 @@ class RoundRunner:
 
     def rollouts(self, r: int, run_id: str) -> int:
         """K samples per training question with the round's starting policy; skips stored ones."""
-        rc, slm = self.recipe, self._backend(r - 1)
+        rc, slm, questions = self.recipe, self._backend(r - 1), self.train_questions(r)
         n = 0
         for i in range(rc.k):
             rt = self._runtime(slm, rc.temperature, seed=1000 * r + i)
             fp = rt.config.fingerprint()
-            ids = {q.id: trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r) for q in self.train_qs}
+            ids = {q.id: trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r) for q in questions}
             stored = self.store.stored_ids("trajectories", ids.values())
-            todo = [q for q in self.train_qs if ids[q.id] not in stored]
+            todo = [q for q in questions if ids[q.id] not in stored]
             log.info("round %d sample %d: %d rollouts (%d stored)", r, i, len(todo), len(ids) - len(todo))
             if todo:
                 self.score(todo, self._episodes(rt, todo, f"round {r} rollouts {i + 1}/{rc.k}", sample_index=i,

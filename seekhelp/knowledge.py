@@ -325,4 +325,6 @@ def grounder(kb: KnowledgeBase, k: int = 3, ask_back: bool = True) -> Callable[[
                     "</need> instead of guessing."]
         return [f.text for f in kb.retrieve(query, k=k)]
 
+    # what the request lacks (None: it names a place); a GroundedBackend asks back itself when this is set
+    ground.missing = (lambda query: kb.missing(query)) if ask_back else (lambda query: None)
     return ground

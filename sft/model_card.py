@@ -112,7 +112,7 @@ def _base_model(name: str) -> tuple[str, str]:
 
 
 def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: dict[str, Any],
-                     metrics: dict[str, Any], rows: int, merged: bool) -> Path:
+                     metrics: dict[str, Any], rows: int, merged: bool, seen: int | None = None) -> Path:
     """Write README.md: base model, data provenance, hyperparameters, loss masking, intended use, limitations."""
     base = model_args.model_name_or_path
     hub_id, weights_note = _base_model(base)
@@ -140,7 +140,10 @@ def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: di
         "- Started from the base weights.",
         f"- Training: {kind}; chat template saved with the tokenizer (`chat_template.jinja`).", "",
         "## Data", "",
-        f"- Dialogues trained on: {rows} (after tokenization and truncation).",
+        f"- Training set: {rows} " + ("packed sequences" if recipe.get("packing") else "dialogues")
+        + " (after tokenization and truncation).",
+        f"- Seen in training: {seen} examples ({seen / rows:.2f} passes over the set)." if seen and rows else
+        "- Seen in training: not recorded.",
         f"- Dataset folder: `{script_args.dataset_path}`.",
     ]
     if prov.get("store") or script_args.store:

@@ -13,6 +13,7 @@ needs an eval set, `push_to_hub` pushes the finished folder (card included) to `
 
 import json
 import logging
+import math
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -144,7 +145,8 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
         training_args.push_to_hub = push
         recipe = write_recipe(out / "recipe.yaml", recipe_dict(script_args, training_args, model_args))
         write_model_card(out, script_args=script_args, model_args=model_args, recipe=recipe, metrics=metrics,
-                         rows=len(trainer.train_dataset), merged=merged)
+                         rows=len(trainer.train_dataset), seen=_examples_seen(trainer, result.global_step),
+                         merged=merged)
         log.info("saved %s (loss %.4f after %d steps)", out, result.training_loss, result.global_step)
         if push:  # once, the finished folder with its card, as TRL's script does at the end
             from seekhelp.hub import push_model
@@ -153,6 +155,13 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
                        revision=training_args.hub_revision, client=hub_client)
     trainer.accelerator.wait_for_everyone()
     return out
+
+
+def _examples_seen(trainer, steps: int) -> int:
+    """Training examples the optimizer actually saw: steps × the effective batch, at most epochs × the set."""
+    a = trainer.args
+    per_step = a.per_device_train_batch_size * a.gradient_accumulation_steps * trainer.accelerator.num_processes
+    return min(steps * per_step, math.ceil(a.num_train_epochs) * len(trainer.train_dataset))
 
 
 class _Parser(TrlParser):

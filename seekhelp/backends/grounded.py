@@ -5,11 +5,18 @@ system prompt (never the user's question or private facts, only what the call it
 property of the ENDPOINT, not of a strategy: every strategy that talks to a grounded endpoint goes through this one
 wrapper, so `llm_direct` (the raw question), `plan_execute` (the plan request), `cascade` (the delegated question)
 and `dynamic` (each message) all get facts retrieved for the very text they send, the same way.
+
+Asking back: when the grounder can tell that a request names no place it could look up (`grounder.missing`, as
+`seekhelp.knowledge.grounder` provides), the endpoint replies `<need>` with what is missing instead of calling the
+model. That is the retrieval step of the expert deciding, by rule, that it has nothing to answer from; the 135M model
+ignored a written instruction to do the same (0 `<need>` replies in a 64-question demo eval). Every strategy meets
+the same rule, since it belongs to the endpoint.
 """
 
 from collections.abc import Callable
 
 from seekhelp.backends.base import ChatBackend, Completion, GenParams, Message
+from seekhelp.protocol import NEED, render_llm_turn
 
 GROUNDING_HEADER = "Reference notes you may rely on:"
 
@@ -20,9 +27,13 @@ def grounding_block(facts: list[str]) -> str:
     return f"\n\n{GROUNDING_HEADER}\n" + "\n".join(f"- {f}" for f in facts)
 
 
+def _last_user(conv: list[Message]) -> str:
+    return next((str(m.get("content") or "") for m in reversed(conv) if m.get("role") == "user"), "")
+
+
 def ground_conversation(conv: list[Message], grounder: Callable[[str], list[str]]) -> list[Message]:
     """The conversation with facts for its last user message appended to the system prompt (added if absent)."""
-    text = next((str(m.get("content") or "") for m in reversed(conv) if m.get("role") == "user"), "")
+    text = _last_user(conv)
     block = grounding_block(grounder(text) if text.strip() else [])
     if not block:
         return list(conv)
@@ -39,7 +50,24 @@ class GroundedBackend:
         self.name = inner.name
 
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
-        return await self.inner.generate([ground_conversation(c, self.grounder) for c in conversations], params)
+        out: list[Completion | None] = [self._ask_back(c) for c in conversations]
+        todo = [i for i, c in enumerate(out) if c is None]
+        done = await self.inner.generate([ground_conversation(conversations[i], self.grounder) for i in todo],
+                                         params) if todo else []
+        for i, c in zip(todo, done, strict=True):
+            out[i] = c
+        return out  # type: ignore[return-value]
+
+    def _ask_back(self, conv: list[Message]) -> Completion | None:
+        """The <need> reply for a request that names no place the grounder knows, else None (the model answers)."""
+        missing = getattr(self.grounder, "missing", None)
+        noun = missing(_last_user(conv)) if missing else None
+        if not noun:
+            return None
+        from seekhelp.knowledge import need_text
+
+        text = render_llm_turn(f"The request names no {noun} I could look up.", NEED, need_text(noun))
+        return Completion(text=text, extra={"asked_back_by": "grounder"})
 
     async def aclose(self) -> None:
         if hasattr(self.inner, "aclose"):

@@ -120,3 +120,30 @@ def test_kb_retriever_replies_need_or_information(kb):
     assert vague.ok and vague.action == "need" and vague.content == need_text("country")
     grounded = parse_llm_turn(reply([{"role": "user", "content": "I mean Peru. What currency is used in Peru?"}]))
     assert grounded.action == "information" and "The currency of Peru is the Sol (PEN)." in grounded.content
+
+
+def test_grounded_endpoint_asks_back_itself_and_grounds_the_rest(kb):
+    import asyncio
+
+    from seekhelp.backends.base import Completion, GenParams
+    from seekhelp.backends.grounded import GROUNDING_HEADER, GroundedBackend
+    from seekhelp.protocol import parse_llm_turn
+
+    seen = []
+
+    class Inner:
+        name = "inner"
+
+        async def generate(self, conversations, params):
+            seen.extend(conversations)
+            return [Completion(text="<information>ok</information>") for _ in conversations]
+
+    llm = GroundedBackend(Inner(), grounder(kb, k=2))
+    convs = [[{"role": "system", "content": "expert"}, {"role": "user", "content": q}]
+             for q in ("Which currency is used there?", "What is the capital of Peru?")]
+    vague, peru = asyncio.run(llm.generate(convs, GenParams()))
+    assert parse_llm_turn(vague.text).action == "need" and vague.extra["asked_back_by"] == "grounder"
+    assert peru.text == "<information>ok</information>"
+    assert len(seen) == 1 and GROUNDING_HEADER in seen[0][0]["content"]  # only the groundable request reached it
+    off = GroundedBackend(Inner(), grounder(kb, ask_back=False))
+    assert asyncio.run(off.generate(convs[:1], GenParams()))[0].text == "<information>ok</information>"

@@ -23,6 +23,10 @@ CHAINS = {
              "sft": ["sft/recipes/smollm2-135m/demo.yaml", "sft/recipes/smollm2-135m/lora.yaml"],
              "rl": ["rl/recipes/smollm2-135m/demo.yaml"],
              "eval": ["evals/demo.yaml", "evals/sft-check.yaml"]},
+    "long": {"data": "pipelines/recipes/long.yaml",  # make demo PROFILE=long
+             "sft": ["sft/recipes/smollm2-135m/long.yaml"],
+             "rl": ["rl/recipes/smollm2-135m/long.yaml"],
+             "eval": ["evals/long.yaml"]},
     "gpu": {"data": "pipelines/recipes/hotpotqa-nq-vllm.yaml",
             "sft": ["sft/recipes/qwen3-4b/gpu.yaml"],
             "rl": ["rl/recipes/qwen3-4b/gpu.yaml"],

@@ -104,3 +104,17 @@ def test_retrain_keeps_the_sft_effective_batch(tmp_path):
     assert batch_args(str(sft), ["--gradient_accumulation_steps", "1"], eight) == []  # the overrides decide
     with pytest.raises(RecipeError, match="effective batch 128"):
         batch_args(str(sft), ["--per_device_train_batch_size", "48"], eight)
+
+
+def test_each_round_draws_the_next_slice_of_the_train_split():
+    from types import SimpleNamespace
+
+    from rl.rounds import RoundRunner
+
+    runner = RoundRunner.__new__(RoundRunner)  # the slicing needs only the pool and the recipe
+    runner.train_pool = [Question(question=f"q{i}", answers=["a"], split="train") for i in range(5)]
+    runner.recipe = SimpleNamespace(train_questions=2)
+    picks = [[q.question for q in runner.train_questions(r)] for r in (1, 2, 3, 4)]
+    assert picks == [["q0", "q1"], ["q2", "q3"], ["q4", "q0"], ["q1", "q2"]]
+    runner.recipe = SimpleNamespace(train_questions=9)  # more than the split holds: each round takes all of it
+    assert len(runner.train_questions(2)) == 5

@@ -63,7 +63,8 @@ def _check_folder(out: Path, base: str) -> dict:
     assert not any(k in recipe for k in ("hub_token", "hub_model_id_token"))
     card = (out / "README.md").read_text()
     for needle in ("## Base model", f"`{base}`", "run-gen-1", "run-test-1", "SELECT id AS trajectory_id",
-                   "Loss masking", "assistant_only_loss", "Intended use", "Limitations", "Dialogues trained on: 8"):
+                   "Loss masking", "assistant_only_loss", "Intended use", "Limitations", "Training set: 8 dialogues",
+                   "Seen in training: 4 examples (0.50 passes over the set)"):
         assert needle in card, needle
     metrics = json.loads((out / "train_metrics.json").read_text())
     assert metrics["global_step"] == 2 and math.isfinite(metrics["train_loss"]) and metrics["train_loss"] > 0
@@ -206,7 +207,7 @@ def test_eval_on_a_held_out_slice_and_on_a_second_export(tiny_model_dir, parquet
     out = train(*_args(tiny_model_dir, parquet_dir, tmp_path / "held", "--eval_strategy", "steps",
                        "--eval_steps", "1", "--eval_holdout", "2", "--per_device_eval_batch_size", "2"))
     metrics = json.loads((out / "train_metrics.json").read_text())
-    assert math.isfinite(metrics["eval_loss"]) and "Dialogues trained on: 6" in (out / "README.md").read_text()
+    assert math.isfinite(metrics["eval_loss"]) and "Training set: 6 dialogues" in (out / "README.md").read_text()
     from sft.train import build_trainer
 
     trainer = build_trainer(*_args(tiny_model_dir, parquet_dir, tmp_path / "two", "--eval_strategy", "epoch",
