@@ -26,12 +26,12 @@ TEACHER = "teacher-kb"
 VERSION = "offline-teacher/3"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
-# Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
-# words, "The question states" / "The question does not state": the decision to ask is the one token after them,
-# read off the question, not a side effect of which phrasing happens to be likelier.
+# Terse on purpose (every think token is generated in every rollout). A first turn opens by naming what the
+# question asks for ("Wanted: the currency of Peru."), then says whether the question itself states it: the decision
+# to ask is read off the question by comparing the two, not left to which phrasing happens to be likelier.
 THINK_ASK = [
-    "The question does not state {need}. That is public, so I ask for it alone.",
-    "The question does not state {need}; I ask for it without naming anyone.",
+    "Wanted: {need}. The question does not state it, so I ask for it alone.",
+    "Wanted: {need}. The question does not state it; I ask without naming anyone.",
 ]
 THINK_NEXT = [
     "The reply says {gist}. I still need {need}.",
@@ -42,12 +42,12 @@ THINK_FINAL = [
     "The reply says {gist}, so the answer is {answer}.",
 ]
 THINK_ALONE = [
-    "The question states that {gist}. Nothing is missing: {answer}.",
-    "The question states that {gist}; no request is needed: {answer}.",
+    "Wanted: {need}. The question states it: {gist}. Answer: {answer}.",
+    "Wanted: {need}. The question states it ({gist}), so I answer alone: {answer}.",
 ]
 THINK_VAGUE = [
-    "The question does not state {need}. I ask without personal details.",
-    "The question does not state {need}; a short public question will do.",
+    "Wanted: {need}. The question does not state it; I ask without personal details.",
+    "Wanted: {need}. The question does not state it; a short public question will do.",
 ]
 THINK_SUPPLY = [
     "The reply asks which {noun}. {S} is public; I name it.",
@@ -135,7 +135,7 @@ def _write(q: Question, rng: random.Random) -> list[Turn]:
     need = rel.need.format(s=_subject(first))
     gist = _gist([h["fact"] for h in hops])
     if q.meta.get("answer_alone"):  # self-contained: the question states the fact, so no request at all
-        w.answer(w.pick(THINK_ALONE, gist=gist, answer=answer), answer)
+        w.answer(w.pick(THINK_ALONE, need=need, gist=gist, answer=answer), answer)
         return w.turns
     if q.meta.get("kind") == "underspecified":  # the natural request names no place; the expert asks back
         vague = rel.need.format(s="that place")

@@ -27,7 +27,9 @@ def export_from_store(args, out_dir: str) -> None:
     sql = next((p for p in (Path(args.query), Path(f"data/queries/{args.query}.sql")) if p.is_file()), None)
     if sql is None:
         raise SFTInputError(f"query: {args.query}: no such SQL file")
-    params = dict(p.split("=", 1) for p in args.query_params if "=" in p)
+    from seekhelp.store.query import parse_cli_value
+
+    params = {k: parse_cli_value(v) for k, v in (p.split("=", 1) for p in args.query_params if "=" in p)}
     try:
         ds = export_sft(args.store, sql.read_text(encoding="utf-8"), out_dir, system, params=params)
     except (StoreError, duckdb.Error) as e:

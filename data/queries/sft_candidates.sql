@@ -7,11 +7,15 @@
 --   * never sent the private question itself to the LLM.
 -- Among the qualifying trajectories of a question the one with the fewest LLM turns wins, then the one
 -- with the fewest tokens, then the smaller id (so the choice is deterministic).
+-- A question answered without asking (no LLM turn) may keep up to `alone_dialogues` of its dialogues: answering
+-- alone is the minority decision (a quarter of the demo's questions), and one copy each was not enough for the
+-- 135M model to learn when not to ask.
 --
 -- Parameters (DuckDB named parameters; `seekhelp sql sft_candidates --param split=test` overrides them).
 -- '*' means "any".
 -- @param split = 'train'
 -- @param strategy = '*'
+-- @param alone_dialogues = 1
 --
 -- The query must return a `trajectory_id` column: `seekhelp export` rebuilds each dialogue from it.
 SELECT
@@ -31,5 +35,6 @@ WHERE em = 1
   AND NOT coalesce(raw_question_sent, false)
   AND ($split = '*' OR split = $split)
   AND ($strategy = '*' OR strategy = $strategy)
-QUALIFY row_number() OVER (PARTITION BY question_id ORDER BY n_turns, total_tokens, id) = 1
+QUALIFY row_number() OVER (PARTITION BY question_id ORDER BY n_turns, total_tokens, id)
+        <= CASE WHEN n_turns = 0 THEN $alone_dialogues ELSE 1 END
 ORDER BY question_id;
