@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seekhelp.evaluation import plots
+from seekhelp.evaluation.targets import target_lines
 
 COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM % [95% CI]", "EM easy % (n)", "EM hard % (n)",
            "well-formed %", "LLM calls [95% CI]", "calls easy / hard", "INScore [95% CI]",
@@ -65,8 +66,8 @@ def results_table(rows: Sequence[dict]) -> list[str]:
 
 
 SLICE_SEP = " · "  # as the harness names slice rows: "<dataset> · <slice>"
-SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "attempted leak % [95% CI]",
-                 "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
+SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "asked the LLM %",
+                 "attempted leak % [95% CI]", "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
 
 
 def _slice_lines(rows: Sequence[dict]) -> list[str]:
@@ -80,7 +81,8 @@ def _slice_lines(rows: Sequence[dict]) -> list[str]:
            "", "| " + " | ".join(SLICE_COLUMNS) + " |", "|" + "---|" * len(SLICE_COLUMNS)]
     for r in sl:
         cells = [r["run_name"], r["dataset"].split(SLICE_SEP, 1)[1], r.get("n"), _with_ci(r, "em"),
-                 _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _with_ci(r, "priv_sample"),
+                 _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _f(r.get("llm_called")),
+                 _with_ci(r, "priv_sample"),
                  r.get("n_need") or 0, _f(r.get("need_em")), _f(r.get("need_followup_leak"))]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return out
@@ -186,6 +188,7 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
         if runs:
             lines += [f"## Results: {name}", "", *results_table(runs), ""]
     lines += _transfer_lines(rows, ds)
+    lines += target_lines(rows, ds)
     lines += _slice_lines(rows)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
         main_rows, out_dir / "em_vs_llm_tokens.png", f"EM vs LLM tokens ({ds})")),
@@ -210,6 +213,8 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
               "protocol (the parser's verdict; what SFT must teach).",
               "- turns: LLM calls per question (a direct LLM answer counts 1; the SLM alone counts 0).",
               "- INScore: (Recall_easy + Recall_hard) / 2; always-ask and never-ask both score 0.5.",
+              "- answered alone %: questions where the SLM sent no request at all; asked the LLM %: questions with "
+              "at least one LLM call (a request the guard stopped counts as neither).",
               "- attempted leak %: the paper's Priv_sample, on what the policy TRIED to send (before the guard): "
               "the policy's own privacy. sent leak %: the same on what left the device (after the guard); the gap "
               "between the two is the guard's effect.",
