@@ -169,6 +169,12 @@ def _transfer_lines(rows: Sequence[dict], ds: str) -> list[str]:
     return out
 
 
+def _calls_alone(r: dict) -> str:
+    """Mean LLM calls on the self-contained validation questions of an RL round, with their count."""
+    v = r.get("calls_self_contained")
+    return "–" if v is None else f"{_f(v, 2)} ({r.get('n_self_contained')})"
+
+
 def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None = None,
                  rl_rounds: Sequence[dict] | None = None) -> Path:
     """Write report.md and the PNGs into out_dir; returns the report path."""
@@ -198,11 +204,12 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
         ("LLM turns per run", plots.bars(main_rows, "avg_turns", out_dir / "turns.png",
                                          "average LLM calls per question", f"Turns ({ds})", "{:.2f}"))]
     if rl_rounds:
-        lines += ["", "## RL rounds", "", "| run | round | split | mean reward | EM | turns | leak rate | valid |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## RL rounds", "", "| run | round | split | mean reward | EM | turns | leak rate | valid | "
+                  "LLM calls self-contained (n) | EM self-contained | EM needs a fact |", "|" + "---|" * 11]
         lines += [f"| {r.get('run', '')} | {r['round']} | {r.get('split', '')} | {_f(r.get('mean_reward'), 3)} | "
                   f"{_f(r.get('em'), 3)} | {_f(r.get('turns'), 2)} | {_f(r.get('leak_rate'), 3)} | "
-                  f"{_f(r.get('valid_rate'), 3)} |" for r in rl_rounds]
+                  f"{_f(r.get('valid_rate'), 3)} | {_calls_alone(r)} | {_f(r.get('em_self_contained'), 3)} | "
+                  f"{_f(r.get('em_needs_fact'), 3)} |" for r in rl_rounds]
         figures.append(("RL rounds: mean reward and EM", plots.rl_curve(rl_rounds, out_dir / "rl_rounds.png")))
     lines += ["", "## Plots", ""]
     lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures if path is not None]
