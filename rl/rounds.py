@@ -18,10 +18,30 @@ CREATE TABLE IF NOT EXISTS rl_rounds (
     run VARCHAR, round INTEGER, split VARCHAR, policy VARCHAR, n INTEGER, mean_reward DOUBLE,
     r_format DOUBLE, r_quality DOUBLE, r_feedback DOUBLE, r_privacy DOUBLE, r_efficiency DOUBLE,
     em DOUBLE, turns DOUBLE, leak_rate DOUBLE, valid_rate DOUBLE, n_rollouts INTEGER, n_selected INTEGER,
-    wall_s DOUBLE, PRIMARY KEY (run, round, split))
+    wall_s DOUBLE, PRIMARY KEY (run, round, split));
 """
+# columns added after the first layout (older stores get them when the next round runs); NULL in older rows
+KIND_COLUMNS = {"n_self_contained": "INTEGER", "calls_self_contained": "DOUBLE", "em_self_contained": "DOUBLE",
+                "em_needs_fact": "DOUBLE"}
+RL_ROUNDS_DDL += "".join(f"ALTER TABLE rl_rounds ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in KIND_COLUMNS.items())
 COLUMNS = ["round", "policy", "n", "mean_reward", "r_format", "r_quality", "r_feedback", "r_privacy",
-           "r_efficiency", "em", "turns", "leak_rate", "valid_rate", "n_rollouts", "n_selected", "wall_s"]
+           "r_efficiency", "em", "turns", "leak_rate", "valid_rate", *KIND_COLUMNS, "n_rollouts", "n_selected",
+           "wall_s"]
+
+
+def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
+    """LLM calls and EM on the self-contained validation questions, and EM on the others (the questions that need a
+    fact; a question without `meta["kind"]`, e.g. from a hub dataset, is one of them). `rows` are score()'s
+    per-trajectory summaries (question_id, n_turns = LLM calls, r_quality = EM); None where a group is empty."""
+    kinds = {q.id: (q.meta or {}).get("kind") for q in questions}
+    alone = [x for x in rows if kinds.get(x["question_id"]) == "self_contained"]
+    other = [x for x in rows if kinds.get(x["question_id"]) != "self_contained"]
+
+    def mean(xs: list[dict], key: str) -> float | None:
+        return round(sum(float(x[key]) for x in xs) / len(xs), 4) if xs else None
+
+    return {"n_self_contained": len(alone), "calls_self_contained": mean(alone, "n_turns"),
+            "em_self_contained": mean(alone, "r_quality"), "em_needs_fact": mean(other, "r_quality")}
 
 
 class RoundRunner:
@@ -156,7 +176,7 @@ class RoundRunner:
             leaked = bool(leaked_items(q, t))
             b = compute_reward(t, q.answers, leaked, bool(easy.get(q.id)), self.reward_cfg)
             judgments += deterministic_judgments(q, t) + reward_judgments(t.id, b)
-            out.append({**b.to_dict(), "leak": leaked, "valid": t.format_ok})
+            out.append({**b.to_dict(), "leak": leaked, "valid": t.format_ok, "question_id": q.id})
         self.store.add_trajectories(trajs, run_id)
         self.store.add_judgments(judgments, run_id)
         return out
@@ -192,7 +212,7 @@ class RoundRunner:
         return {"policy": slm.name, "n": len(rows), "mean_reward": mean("total"), "r_format": mean("r_format"),
                 "r_quality": mean("r_quality"), "r_feedback": mean("r_feedback"), "r_privacy": mean("r_privacy"),
                 "r_efficiency": mean("r_efficiency"), "em": mean("r_quality"), "turns": mean("n_turns"),
-                "leak_rate": mean("leak"), "valid_rate": mean("valid")}
+                "leak_rate": mean("leak"), "valid_rate": mean("valid"), **kind_columns(self.val_qs, rows)}
 
     def retrain(self, r: int, run_id: str) -> int:
         from rl.loop import checkpoint, policy_label
@@ -255,8 +275,9 @@ class RoundRunner:
     def print_table(rows: list[dict]) -> None:
         t = Table(*COLUMNS, title="RL rounds (validation split)")
         for row in rows:
-            t.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c]) for c in COLUMNS])
+            t.add_row(*[f"{v:.3f}" if isinstance(v, float) else "–" if v is None else str(v)
+                        for v in (row.get(c) for c in COLUMNS)])
         console = Console()
-        if not console.is_terminal:  # logs and pipes: wide enough for every column instead of 80 characters
-            console = Console(width=220)
+        if not console.is_terminal:  # logs and pipes: wide enough for every column and cell instead of 80 characters
+            console = Console(width=max(220, Console(width=1000).measure(t).maximum))
         console.print(t)

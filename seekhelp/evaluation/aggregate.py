@@ -9,7 +9,8 @@ policy's own privacy) judges what the policy TRIED to send; ``priv_sent`` (sent 
 strategy that forwarded the raw question leaks by construction; otherwise the LLM judge's verdict when there is one
 (it judges the attempted requests), else the deterministic detector (seekhelp.judging.leaked_items). A sample
 that tried to send nothing never leaks. "Asked" (for INScore) = at least one LLM call, or a request the guard
-stopped before it left.
+stopped before it left; ``answered_alone`` is the share of questions not asked in that sense (no request at all),
+``llm_called`` the share with at least one LLM call (a request the guard stopped is neither).
 
 Every rate comes with its n and a 95% percentile bootstrap interval over questions (``row["ci"]``), and EM and
 LLM calls are also given separately on easy and hard questions (easy = that run's SLM alone answers correctly).
@@ -121,13 +122,15 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         "cost_usd": sum(cost_usd(t, prices) for t in trajs),
         "format_ok": 100.0 * sum(t.format_ok for t in trajs) / n,
         "answered_alone": 100.0 * (n - sum(asks)) / n,
+        "llm_called": 100.0 * sum(t.n_llm_calls > 0 for t in trajs) / n,
     }
     calls = [float(t.n_llm_calls) for t in trajs]
     row.update(_split_rows(em, calls, easy_flags))
     row.update(need_stats(trajs, qs, em))
     row["ci"] = _intervals({"em": em, "format_ok": [float(t.format_ok) for t in trajs], "avg_turns": calls,
                             "priv_sample": [float(f) for f, _ in leaks], "priv_sent": [float(f) for f in sent_leaks],
-                            "asked": [float(a) for a in asks]}, easy_flags, asks, em, calls)
+                            "asked": [float(a) for a in asks], "answered_alone": [float(not a) for a in asks],
+                            "llm_called": [float(c > 0) for c in calls]}, easy_flags, asks, em, calls)
     if bertscore is not None:
         pairs = [(t.final_answer or "", g) for t, q in zip(trajs, qs, strict=True) for g in (q.answers or [""])]
         scores = bertscore([c for c, _ in pairs], [r for _, r in pairs]) if pairs else []
@@ -160,7 +163,8 @@ def need_stats(trajs: Sequence[Trajectory], qs: Sequence[Question], em: Sequence
             "need_followup_leak": 100.0 * leaks / n if n else None}
 
 
-_PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "asked", "em_easy", "em_hard"}
+_PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "asked", "answered_alone", "llm_called", "em_easy",
+            "em_hard"}
 
 
 def _ci(values: Sequence[float], key: str) -> list[float] | None:

@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
 # columns added after the first layout (older stores get them on the next eval)
 _ADDED = {"format_ok": "DOUBLE", "priv_sent": "DOUBLE", "n_easy": "INTEGER", "n_hard": "INTEGER",
           "em_easy": "DOUBLE", "em_hard": "DOUBLE", "calls_easy": "DOUBLE", "calls_hard": "DOUBLE", "ci": "VARCHAR",
-          "n_need": "INTEGER", "need_pct": "DOUBLE", "need_em": "DOUBLE", "need_followup_leak": "DOUBLE"}
+          "n_need": "INTEGER", "need_pct": "DOUBLE", "need_em": "DOUBLE", "need_followup_leak": "DOUBLE",
+          "answered_alone": "DOUBLE", "llm_called": "DOUBLE"}
 EVAL_METRICS_DDL += "".join(f"ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in _ADDED.items())
 METRIC_COLUMNS = ["eval_id", "run_name", "kind", "strategy", "slm", "llm", "dataset", "n", "em", "f1", "f_bert",
                   "avg_turns", "inscore", "recall_easy", "recall_hard", "priv_sim", "priv_sample", "slm_prompt_tokens",

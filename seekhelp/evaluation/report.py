@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seekhelp.evaluation import plots
+from seekhelp.evaluation.targets import target_lines
 
 COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM % [95% CI]", "EM easy % (n)", "EM hard % (n)",
            "well-formed %", "LLM calls [95% CI]", "calls easy / hard", "INScore [95% CI]",
@@ -65,8 +66,8 @@ def results_table(rows: Sequence[dict]) -> list[str]:
 
 
 SLICE_SEP = " · "  # as the harness names slice rows: "<dataset> · <slice>"
-SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "attempted leak % [95% CI]",
-                 "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
+SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "asked the LLM %",
+                 "attempted leak % [95% CI]", "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
 
 
 def _slice_lines(rows: Sequence[dict]) -> list[str]:
@@ -80,7 +81,8 @@ def _slice_lines(rows: Sequence[dict]) -> list[str]:
            "", "| " + " | ".join(SLICE_COLUMNS) + " |", "|" + "---|" * len(SLICE_COLUMNS)]
     for r in sl:
         cells = [r["run_name"], r["dataset"].split(SLICE_SEP, 1)[1], r.get("n"), _with_ci(r, "em"),
-                 _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _with_ci(r, "priv_sample"),
+                 _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _f(r.get("llm_called")),
+                 _with_ci(r, "priv_sample"),
                  r.get("n_need") or 0, _f(r.get("need_em")), _f(r.get("need_followup_leak"))]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return out
@@ -167,6 +169,12 @@ def _transfer_lines(rows: Sequence[dict], ds: str) -> list[str]:
     return out
 
 
+def _calls_alone(r: dict) -> str:
+    """Mean LLM calls on the self-contained validation questions of an RL round, with their count."""
+    v = r.get("calls_self_contained")
+    return "–" if v is None else f"{_f(v, 2)} ({r.get('n_self_contained')})"
+
+
 def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None = None,
                  rl_rounds: Sequence[dict] | None = None) -> Path:
     """Write report.md and the PNGs into out_dir; returns the report path."""
@@ -186,6 +194,7 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
         if runs:
             lines += [f"## Results: {name}", "", *results_table(runs), ""]
     lines += _transfer_lines(rows, ds)
+    lines += target_lines(rows, ds)
     lines += _slice_lines(rows)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
         main_rows, out_dir / "em_vs_llm_tokens.png", f"EM vs LLM tokens ({ds})")),
@@ -195,11 +204,12 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
         ("LLM turns per run", plots.bars(main_rows, "avg_turns", out_dir / "turns.png",
                                          "average LLM calls per question", f"Turns ({ds})", "{:.2f}"))]
     if rl_rounds:
-        lines += ["", "## RL rounds", "", "| run | round | split | mean reward | EM | turns | leak rate | valid |",
-                  "|---|---|---|---|---|---|---|---|"]
+        lines += ["", "## RL rounds", "", "| run | round | split | mean reward | EM | turns | leak rate | valid | "
+                  "LLM calls self-contained (n) | EM self-contained | EM needs a fact |", "|" + "---|" * 11]
         lines += [f"| {r.get('run', '')} | {r['round']} | {r.get('split', '')} | {_f(r.get('mean_reward'), 3)} | "
                   f"{_f(r.get('em'), 3)} | {_f(r.get('turns'), 2)} | {_f(r.get('leak_rate'), 3)} | "
-                  f"{_f(r.get('valid_rate'), 3)} |" for r in rl_rounds]
+                  f"{_f(r.get('valid_rate'), 3)} | {_calls_alone(r)} | {_f(r.get('em_self_contained'), 3)} | "
+                  f"{_f(r.get('em_needs_fact'), 3)} |" for r in rl_rounds]
         figures.append(("RL rounds: mean reward and EM", plots.rl_curve(rl_rounds, out_dir / "rl_rounds.png")))
     lines += ["", "## Plots", ""]
     lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures if path is not None]
@@ -210,6 +220,8 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
               "protocol (the parser's verdict; what SFT must teach).",
               "- turns: LLM calls per question (a direct LLM answer counts 1; the SLM alone counts 0).",
               "- INScore: (Recall_easy + Recall_hard) / 2; always-ask and never-ask both score 0.5.",
+              "- answered alone %: questions where the SLM sent no request at all; asked the LLM %: questions with "
+              "at least one LLM call (a request the guard stopped counts as neither).",
               "- attempted leak %: the paper's Priv_sample, on what the policy TRIED to send (before the guard): "
               "the policy's own privacy. sent leak %: the same on what left the device (after the guard); the gap "
               "between the two is the guard's effect.",

@@ -85,6 +85,9 @@ def test_dynamic_run_em_turns_inscore_privacy_tokens_cost():
     assert m["leak_sources"] == {"raw": 0, "judge": 0, "detector": 3, "none": 1}
     assert (m["n_easy"], m["n_hard"], m["em_easy"], m["em_hard"]) == (2, 2, 100.0, 50.0)
     assert (m["calls_easy"], m["calls_hard"]) == (0.5, 1.0)
+    # Q3 sent no request at all; Q1 and Q2 called the LLM; Q4's stopped request is neither
+    assert (m["answered_alone"], m["llm_called"]) == (25.0, 50.0)
+    assert m["ci"]["llm_called"][0] <= 50.0 <= m["ci"]["llm_called"][1] and len(m["ci"]["answered_alone"]) == 2
     lo, hi = m["ci"]["em"]
     assert 0.0 <= lo <= 75.0 <= hi <= 100.0 and m["ci"] == aggregate.run_metrics(DYN, QS, SOLO_EASY)["ci"]
     assert m["llm_prompt_tokens"] == 420 and m["llm_completion_tokens"] == 120

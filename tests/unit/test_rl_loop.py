@@ -48,6 +48,8 @@ def test_one_round_samples_selects_retrains_and_resumes(tiny_model_dir, tmp_path
     assert rows[1]["n_rollouts"] == 12 and rows[1]["n_selected"] == 6
     for r in rows:
         assert 0.0 <= r["valid_rate"] <= 1.0 and 0.0 <= r["leak_rate"] <= 1.0
+        # no question has a kind: all of them need a fact, none is self-contained
+        assert r["n_self_contained"] == 0 and r["calls_self_contained"] is None and r["em_needs_fact"] == r["em"]
     assert (tmp_path / "rl" / "round-1" / "config.json").exists()
     assert (tmp_path / "rl" / "round-1-data").is_dir()
     n_traj = _count(recipe.store, "SELECT count(*) FROM trajectories WHERE round = 1")
