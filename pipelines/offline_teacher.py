@@ -26,12 +26,14 @@ TEACHER = "teacher-kb"
 VERSION = "offline-teacher/3"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
-# Terse on purpose (every think token is generated in every rollout). A first turn opens by naming what the
-# question asks for ("Wanted: the currency of Peru."), then says whether the question itself states it: the decision
-# to ask is read off the question by comparing the two, not left to which phrasing happens to be likelier.
+# Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
+# words, "The question states" / "The question does not state": the decision to ask is the one token after them.
+# Measured on the demo: with SFT alone that token barely depends on the question (its log-odds moved by ~0.2 between
+# self-contained and other questions); the data's prior and order decide it, so the SFT data leans to asking (the
+# safe side: EM stays up) and RL, whose rejection step sees rollouts that answered alone, learns when not to ask.
 THINK_ASK = [
-    "Wanted: {need}. The question does not state it, so I ask for it alone.",
-    "Wanted: {need}. The question does not state it; I ask without naming anyone.",
+    "The question does not state {need}. That is public, so I ask for it alone.",
+    "The question does not state {need}; I ask for it without naming anyone.",
 ]
 THINK_NEXT = [
     "The reply says {gist}. I still need {need}.",
@@ -42,12 +44,12 @@ THINK_FINAL = [
     "The reply says {gist}, so the answer is {answer}.",
 ]
 THINK_ALONE = [
-    "Wanted: {need}. The question states it: {gist}. Answer: {answer}.",
-    "Wanted: {need}. The question states it ({gist}), so I answer alone: {answer}.",
+    "The question states that {gist}. Nothing is missing: {answer}.",
+    "The question states that {gist}; no request is needed: {answer}.",
 ]
 THINK_VAGUE = [
-    "Wanted: {need}. The question does not state it; I ask without personal details.",
-    "Wanted: {need}. The question does not state it; a short public question will do.",
+    "The question does not state {need}. I ask without personal details.",
+    "The question does not state {need}; a short public question will do.",
 ]
 THINK_SUPPLY = [
     "The reply asks which {noun}. {S} is public; I name it.",
