@@ -18,6 +18,8 @@ import time
 import torch
 
 from seekhelp.backends.base import Completion, GenParams, Message, truncate_at_stop
+from seekhelp.backends.decode import SlotEngine
+from seekhelp.backends.kvstore import KVStore
 
 
 class TransformersBackend:
@@ -25,7 +27,8 @@ class TransformersBackend:
 
     def __init__(self, model_name: str = "smollm2-135m", model=None, tokenizer=None, max_batch_size: int = 32,
                  device: str | None = None, chat_template: str | None = None, name: str | None = None,
-                 prefix_cache: bool = True, min_prefix_tokens: int = 32):
+                 prefix_cache: bool = True, min_prefix_tokens: int = 32, engine: str = "slots",
+                 kv_cache_tokens: int = 65536, turn_cache: bool = True):
         if model is None or tokenizer is None:
             from seekhelp import models
 
@@ -42,12 +45,20 @@ class TransformersBackend:
         self.prefix_cache, self.min_prefix_tokens = prefix_cache, min_prefix_tokens
         self._prefix: tuple | None = None  # ((model id, prefix ids), cache of batch 1)
         self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
+        if engine not in ("slots", "static"):
+            raise ValueError(f"engine must be 'slots' or 'static', not {engine!r}")
+        self.engine = engine
+        self.kv_store = KVStore(max_tokens=kv_cache_tokens)
+        self._slots = SlotEngine(self.model, self.tokenizer, self.kv_store, self.stats, slots=max_batch_size,
+                                 prefix_cache=prefix_cache, min_prefix_tokens=min_prefix_tokens,
+                                 keep_turns=turn_cache)
 
     def swap_model(self, model) -> None:
         """Use new weights (e.g. after a training round) without reloading the tokenizer."""
         with self._lock:
-            self.model = model.eval()
+            self.model = self._slots.model = model.eval()
             self._prefix = None
+            self.kv_store.clear()  # keys and values of the old weights
 
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         if not conversations:
@@ -60,6 +71,10 @@ class TransformersBackend:
 
     def generate_blocking(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         prompts = self.render_prompts(conversations)
+        if self.engine == "slots":
+            ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+            with self._lock:
+                return self._slots.run(ids, params)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
         with self._lock:
