@@ -25,6 +25,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import torch
+from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from seekhelp.backends.base import Completion, GenParams, truncate_at_stop
 from seekhelp.backends.kvstore import KV, Entry, KVStore
@@ -47,7 +48,8 @@ class SlotEngine:
         self.model, self.tok, self.store, self.stats = model, tokenizer, store, stats
         self.slots, self.prefix_cache, self.min_prefix_tokens = slots, prefix_cache, min_prefix_tokens
         self.keep_turns = keep_turns
-        for k in ("prefill_tokens", "cached_tokens_reused", "turn_cache_hits", "refills", "decode_steps"):
+        for k in ("prefill_tokens", "prefill_padding", "cached_tokens_reused", "turn_cache_hits", "refills",
+                  "decode_steps"):
             stats.setdefault(k, 0)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
@@ -137,9 +139,9 @@ class SlotEngine:
 
     def _keep(self, row: _Row, cache, mask: torch.Tensor, b: int) -> None:
         """Store the finished row's keys and values under the ids they were computed from."""
-        cols = mask[b].nonzero().squeeze(1)
-        kv = [(layer.keys[b:b + 1, :, cols], layer.values[b:b + 1, :, cols]) for layer in cache.layers]
-        ids = (row.prompt + row.gen)[:cols.numel()]  # the last sampled token was never fed
+        n = int(mask[b].sum())  # a row's columns are always the last n (left padding only)
+        kv = [(layer.keys[b:b + 1, :, -n:].clone(), layer.values[b:b + 1, :, -n:].clone()) for layer in cache.layers]
+        ids = (row.prompt + row.gen)[:n]  # the last sampled token was never fed
         self.store.put(ids, kv, kind="turn", replaces=row.base)
 
     # ---- prompt pass ------------------------------------------------------------------------------------------
@@ -161,43 +163,48 @@ class SlotEngine:
         suffix = torch.tensor([ids[m:]], device=self.model.device)
         self._forward(suffix, mask, torch.arange(m, n, device=self.model.device)[None], cache)
         self.stats["prefill_tokens"] += n - m
-        self.store.put(ids, [(layer.keys, layer.values) for layer in cache.layers], kind="prefix")
+        self.store.put(ids, [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers],
+                       kind="prefix")
 
     def _prefill(self, rows: list[_Row]):
         """One prompt pass for rows joining the batch: each starts from its longest stored prefix.
-        Returns (cache, mask, logits of each row's last prompt token)."""
+        Returns (cache, mask, logits of each row's last prompt token).
+
+        The pass runs `width` input columns for every row, `width` being the longest new suffix. A row with a
+        shorter suffix takes that many more of its own tokens as input instead of padding (recomputing a few
+        reusable ones costs nothing extra), so every row's tokens stay contiguous at the right end of the cache."""
         device, now = self.model.device, time.perf_counter()
-        starts: list[tuple[Entry | None, int]] = []
+        found = []
         for row in rows:
             row.t0 = now
             entry, m = self.store.lookup(row.prompt)
-            m = min(m, len(row.prompt) - 1)  # at least one token goes through the model, for its logits
-            starts.append((entry, m))
-            if entry is not None and entry.kind == "turn" and m > 0:
-                self.stats["turn_cache_hits"] += 1
-                row.base = entry
-        width_c = max(m for _, m in starts)
-        width_s = max(len(r.prompt) - m for r, (_, m) in zip(rows, starts, strict=True))
-        mask = torch.zeros(len(rows), width_c + width_s, dtype=torch.bool)
-        ids = torch.full((len(rows), width_s), self.tok.pad_token_id, dtype=torch.long)
+            found.append((entry, min(m, len(row.prompt) - 1)))  # at least one token runs, for its logits
+        width = max(len(r.prompt) - m for r, (_, m) in zip(rows, found, strict=True))
+        reuse = [max(0, len(r.prompt) - width) for r in rows]  # ≤ m: the input is `width` tokens or the whole prompt
+        cached = max(reuse)
+        mask = torch.zeros(len(rows), cached + width, dtype=torch.bool)
+        ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
         kv = None
-        if width_c:  # zeros where a row reuses fewer columns than the widest (masked)
-            ref = next(e.kv for e, m in starts if m)
-            kv = [(k.new_zeros(len(rows), k.shape[1], width_c, k.shape[3]),
-                   v.new_zeros(len(rows), v.shape[1], width_c, v.shape[3])) for k, v in ref]
-        for b, (row, (entry, m)) in enumerate(zip(rows, starts, strict=True)):
+        if cached:  # zeros (masked) where a row reuses fewer columns than the widest
+            ref = next(e.kv for (e, _), m in zip(found, reuse, strict=True) if m)
+            kv = [(k.new_zeros(len(rows), k.shape[1], cached, k.shape[3]),
+                   v.new_zeros(len(rows), v.shape[1], cached, v.shape[3])) for k, v in ref]
+        for b, (row, (entry, _), m) in enumerate(zip(rows, found, reuse, strict=True)):
             suffix = row.prompt[m:]
-            mask[b, width_c - m:width_c] = True
-            mask[b, mask.shape[1] - len(suffix):] = True
-            ids[b, width_s - len(suffix):] = torch.tensor(suffix)
+            mask[b, cached + width - len(row.prompt):] = True  # contiguous: m reused columns, then the suffix
+            ids[b, width - len(suffix):] = torch.tensor(suffix)
             if m:
                 for (k, v), (ek, ev) in zip(kv, entry.kv, strict=True):
-                    k[b, :, width_c - m:] = ek[0, :, :m]
-                    v[b, :, width_c - m:] = ev[0, :, :m]
+                    k[b, :, cached - m:] = ek[0, :, :m]
+                    v[b, :, cached - m:] = ev[0, :, :m]
+                if entry.kind == "turn":
+                    self.stats["turn_cache_hits"] += 1
+                    row.base = entry
             self.stats["prefill_tokens"] += len(suffix)
+            self.stats["prefill_padding"] += width - len(suffix)
             self.stats["cached_tokens_reused"] += m
         mask = mask.to(device)
-        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, width_c:]
+        pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, cached:]
         cache = _cache(self.model.config, kv)
         logits = self._forward(ids.to(device), mask, pos, cache)
         self.stats["batches"] += 1
@@ -238,15 +245,50 @@ class SlotEngine:
 # ---- cache helpers --------------------------------------------------------------------------------------------
 
 def _cache(config, kv: KV | None):
-    """A DynamicCache holding `kv` as is (no copy), or an empty one."""
-    from transformers import DynamicCache
-
+    """A DynamicCache of `_GrowingLayer`s holding `kv` as is (no copy), or an empty one."""
     cache = DynamicCache(config=config)
+    cache.layers = [_GrowingLayer() for _ in cache.layers]
     if kv is not None:
         for layer, (k, v) in zip(cache.layers, kv, strict=True):
             layer.lazy_initialization(k, v)
             layer.keys, layer.values = k, v
     return cache
+
+
+def supports(model) -> bool:
+    """The slot engine handles models whose every layer keeps a plain full-attention cache (no sliding window,
+    no linear-attention state)."""
+    return all(type(layer) is DynamicLayer for layer in DynamicCache(config=model.config).layers)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A full-attention cache layer that appends into spare columns instead of concatenating, so a decode step does
+    not copy the whole cache. `keys`/`values` are views of the first columns of the buffers; when the engine
+    replaces them (rows removed or merged, columns trimmed), the next append starts new buffers."""
+
+    spare = 64
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+            self.keys, self.values = key_states[:, :, :0], value_states[:, :, :0]
+        n, s = self.keys.shape[-2], key_states.shape[-2]
+        buf = getattr(self, "_buf", None)
+        if buf is None or not (_views_start(self.keys, buf[0]) and _views_start(self.values, buf[1])) \
+                or n + s > buf[0].shape[-2]:
+            shape = list(self.keys.shape)
+            shape[-2] = n + s + self.spare
+            buf = (self.keys.new_empty(shape), self.values.new_empty(shape))
+            buf[0][:, :, :n], buf[1][:, :, :n] = self.keys, self.values
+            self._buf = buf
+        buf[0][:, :, n:n + s], buf[1][:, :, n:n + s] = key_states, value_states
+        self.keys, self.values = buf[0][:, :, :n + s], buf[1][:, :, :n + s]
+        return self.keys, self.values
+
+
+def _views_start(t: torch.Tensor, buf: torch.Tensor) -> bool:
+    """Whether `t` is a view of the first columns of `buf` (same rows, same strides)."""
+    return t.data_ptr() == buf.data_ptr() and t.shape[:2] == buf.shape[:2] and t.stride() == buf.stride()
 
 
 def _select(cache, mask: torch.Tensor, pending: torch.Tensor, keep: list[int]):

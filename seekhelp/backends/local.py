@@ -12,14 +12,15 @@ rows are laid out as [prefix][padding][own tokens] with the padding masked, so p
 
 import asyncio
 import copy
+import logging
 import threading
 import time
 
 import torch
 
 from seekhelp.backends.base import Completion, GenParams, Message, truncate_at_stop
-from seekhelp.backends.decode import SlotEngine
-from seekhelp.backends.kvstore import KVStore
+
+log = logging.getLogger(__name__)
 
 
 class TransformersBackend:
@@ -47,9 +48,15 @@ class TransformersBackend:
         self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
         if engine not in ("slots", "static"):
             raise ValueError(f"engine must be 'slots' or 'static', not {engine!r}")
+        from seekhelp.backends import decode
+        from seekhelp.backends.kvstore import KVStore
+
+        if engine == "slots" and not decode.supports(self.model):
+            log.warning("%s: sliding-window or linear-attention layers; using the static engine", self.name)
+            engine = "static"
         self.engine = engine
         self.kv_store = KVStore(max_tokens=kv_cache_tokens)
-        self._slots = SlotEngine(self.model, self.tokenizer, self.kv_store, self.stats, slots=max_batch_size,
+        self._slots = decode.SlotEngine(self.model, self.tokenizer, self.kv_store, self.stats, slots=max_batch_size,
                                  prefix_cache=prefix_cache, min_prefix_tokens=min_prefix_tokens,
                                  keep_turns=turn_cache)
 
