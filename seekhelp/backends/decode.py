@@ -49,7 +49,7 @@ class SlotEngine:
         self.slots, self.prefix_cache, self.min_prefix_tokens = slots, prefix_cache, min_prefix_tokens
         self.keep_turns = keep_turns
         for k in ("prefill_tokens", "prefill_padding", "cached_tokens_reused", "turn_cache_hits", "refills",
-                  "decode_steps"):
+                  "refills_in_place", "decode_steps"):
             stats.setdefault(k, 0)
 
     # ---- the loop ----------------------------------------------------------------------------------------------
@@ -66,37 +66,35 @@ class SlotEngine:
         self._shared_prefix(prompts)
         waiting = deque(sorted(range(len(prompts)), key=lambda i: len(prompts[i])))
         out: list[Completion | None] = [None] * len(prompts)
-        rows: list[_Row] = []
-        cache = mask = pending = None
-        while waiting or rows:
-            while waiting and len(rows) < self.slots:  # fill every free slot, in one prompt pass
-                new = [_Row(i, prompts[i]) for i in self._take(waiting, self.slots - len(rows))]
-                if rows:
+        self._batch = _Batch()
+        while True:
+            batch = self._batch
+            while waiting and batch.free(self.slots):  # hand every free slot to a waiting prompt, one prompt pass
+                new = [_Row(i, prompts[i]) for i in self._take(waiting, batch.free(self.slots))]
+                if batch.alive():
                     self.stats["refills"] += len(new)
                 n_cache, n_mask, logits = self._prefill(new)
-                n_pending = self._pick(logits)
-                keep = self._advance(new, n_pending, n_cache, n_mask, out)
+                tokens = self._pick(logits)
+                keep = self._advance(list(enumerate(new)), tokens.tolist(), n_cache, n_mask, out)
                 if keep:
-                    n_cache, n_mask, n_pending = _select(n_cache, n_mask, n_pending, keep)
-                    new = [new[b] for b in keep]
-                    if rows:
-                        cache, mask = _merge(cache, mask, n_cache, n_mask)
-                        pending = torch.cat([pending, n_pending])
-                    else:
-                        cache, mask, pending = n_cache, n_mask, n_pending
-                    rows += new
-            if not rows:
+                    kept = [new[j] for j in keep]
+                    self.stats["refills_in_place"] += batch.insert(n_cache, n_mask, tokens, kept, keep)
+            if not batch.alive():
                 break
-            pos = mask.sum(-1, keepdim=True)  # the pending token's position: the row's unmasked columns so far
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            logits = self._forward(pending[:, None], mask, pos, cache)
+            pos = batch.mask.sum(-1, keepdim=True)  # the pending token's position: the row's unmasked columns
+            batch.mask = torch.cat([batch.mask, batch.mask.new_ones(batch.mask.shape[0], 1)], dim=1)
+            logits = self._forward(batch.pending[:, None], batch.mask, pos, batch.cache)
             self.stats["decode_steps"] += 1
-            pending = self._pick(logits)
-            keep = self._advance(rows, pending, cache, mask, out)
-            if len(keep) < len(rows):
-                rows = [rows[b] for b in keep]
-                if rows:
-                    cache, mask, pending = _select(cache, mask, pending, keep)
+            batch.pending = self._pick(logits)
+            tokens = batch.pending.tolist()
+            live = [(b, r) for b, r in enumerate(batch.rows) if r is not None]
+            running = set(self._advance(live, [tokens[b] for b, _ in live], batch.cache, batch.mask, out))
+            for b, _ in live:
+                if b not in running:
+                    batch.rows[b] = None  # the slot is free for the next waiting prompt
+            if not waiting and len(running) < batch.size():
+                batch.compact()  # nobody to take the free slots: stop computing them
+        self._batch = None
         self.stats["generated_tokens"] += sum(c.extra.pop("generated") for c in out)
         self.stats["calls"] += len(prompts)
         return out  # type: ignore[return-value]
@@ -105,10 +103,11 @@ class SlotEngine:
     def _take(waiting: deque, n: int) -> list[int]:
         return [waiting.popleft() for _ in range(min(n, len(waiting)))]
 
-    def _advance(self, rows: list[_Row], tokens: torch.Tensor, cache, mask, out: list) -> list[int]:
-        """Append each row's new token; finish the rows that are done. Returns the batch indices still running."""
+    def _advance(self, rows: list[tuple[int, _Row]], tokens: list[int], cache, mask, out: list) -> list[int]:
+        """Append each row's new token and finish the rows that are done. `rows`: (batch index, row) pairs.
+        Returns the batch indices still running."""
         p, tok, keep = self._params, self.tok, []
-        for b, (row, t) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+        for (b, row), t in zip(rows, tokens, strict=True):
             done = t in self._end
             if not done:
                 row.gen.append(t)
@@ -291,41 +290,92 @@ def _views_start(t: torch.Tensor, buf: torch.Tensor) -> bool:
     return t.data_ptr() == buf.data_ptr() and t.shape[:2] == buf.shape[:2] and t.stride() == buf.stride()
 
 
-def _select(cache, mask: torch.Tensor, pending: torch.Tensor, keep: list[int]):
-    """Keep only the rows `keep` (batch indices), then drop the columns no remaining row uses."""
-    if len(keep) < mask.shape[0]:
-        idx = torch.tensor(keep, device=mask.device)
-        mask, pending = mask[idx], pending[idx]
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys[idx], layer.values[idx]
-    return cache, _trim(cache, mask), pending
+class _Batch:
+    """The running rows: `rows[b]` is the row in slot b (None: finished, free), its keys and values in row b of
+    every cache layer, right-aligned (a row's tokens are the last `mask[b].sum()` columns)."""
 
+    def __init__(self):
+        self.rows: list[_Row | None] = []
+        self.cache = self.mask = self.pending = None
 
-def _merge(cache, mask: torch.Tensor, other, other_mask: torch.Tensor):
-    """Stack two batches; the narrower is padded (masked) on the left so that every row ends at the last column."""
-    width = max(mask.shape[1], other_mask.shape[1])
+    def size(self) -> int:
+        return len(self.rows)
 
-    def pad(t: torch.Tensor, dim: int) -> torch.Tensor:
-        missing = width - t.shape[dim]
-        if missing == 0:
-            return t
-        shape = list(t.shape)
-        shape[dim] = missing
-        return torch.cat([t.new_zeros(shape), t], dim=dim)
+    def alive(self) -> int:
+        return sum(r is not None for r in self.rows)
 
-    for layer, new in zip(cache.layers, other.layers, strict=True):
-        layer.keys = torch.cat([pad(layer.keys, 2), pad(new.keys, 2)])
-        layer.values = torch.cat([pad(layer.values, 2), pad(new.values, 2)])
-    return cache, torch.cat([pad(mask, 1), pad(other_mask, 1)])
+    def free(self, slots: int) -> int:
+        return slots - self.alive()
 
+    def insert(self, cache, mask: torch.Tensor, pending: torch.Tensor, rows: list[_Row], idx: list[int]) -> int:
+        """Add rows `idx` of a freshly prefilled batch. A row goes into a free slot in place when it fits in the
+        current width (only its own columns are written; the rest of the slot is masked); the others, if any, make
+        one rebuild of the whole batch. Returns how many went in place."""
+        width = self.mask.shape[1] if self.alive() else 0
+        free = [b for b, r in enumerate(self.rows) if r is None] if width else []
+        lengths = mask.sum(-1).tolist()
+        left = []
+        for row, j in zip(rows, idx, strict=True):
+            n = lengths[j]
+            if not free or n > width:
+                left.append((row, j))
+                continue
+            b = free.pop()
+            for layer, new in zip(self.cache.layers, cache.layers, strict=True):
+                layer.keys[b, :, width - n:] = new.keys[j, :, -n:]
+                layer.values[b, :, width - n:] = new.values[j, :, -n:]
+            self.mask[b] = False
+            self.mask[b, width - n:] = True
+            self.pending[b] = pending[j]
+            self.rows[b] = row
+        if left:
+            self._rebuild(cache, mask, pending, [row for row, _ in left], [j for _, j in left])
+        return len(rows) - len(left)
 
-def _trim(cache, mask: torch.Tensor):
-    first = int(mask.any(0).int().argmax())
-    if first > 0:
-        mask = mask[:, first:]
-        for layer in cache.layers:
-            layer.keys, layer.values = layer.keys[:, :, first:], layer.values[:, :, first:]
-    return mask
+    def compact(self) -> None:
+        if self.alive():
+            self._rebuild(None, None, None, [], [])
+        else:
+            self.__init__()
+
+    def _rebuild(self, cache, mask, pending, rows: list[_Row], idx: list[int]) -> None:
+        """One copy: the running rows (free slots dropped) and rows `idx` of another batch, in new buffers just
+        wide enough for the longest row, with spare columns for the next decode steps."""
+        old = [b for b, r in enumerate(self.rows) if r is not None] if self.rows else []
+        parts = []  # (cache, mask, pending, batch indices)
+        if old:
+            parts.append((self.cache, self.mask, self.pending, old))
+        if idx:
+            parts.append((cache, mask, pending, idx))
+        lengths = [m[i].sum(-1) for _, m, _, i in parts]
+        need = [int(n.max()) for n in lengths]
+        width, total = max(need), sum(len(i) for *_, i in parts)
+        ref = parts[0][0].layers
+        new_mask = parts[0][1].new_zeros(total, width)
+        bufs = []
+        for li in range(len(ref)):
+            k0 = ref[li].keys
+            shape = (total, k0.shape[1], width + _GrowingLayer.spare, k0.shape[3])
+            bk, bv = k0.new_zeros(shape), ref[li].values.new_zeros(shape)
+            start = 0
+            for (c, _, _, i), w in zip(parts, need, strict=True):
+                sel = torch.tensor(i, device=k0.device)
+                layer = c.layers[li]
+                bk[start:start + len(i), :, width - w:width] = layer.keys[sel, :, -w:]
+                bv[start:start + len(i), :, width - w:width] = layer.values[sel, :, -w:]
+                start += len(i)
+            bufs.append((bk, bv))
+        start = 0
+        for (_, m, _, i), w in zip(parts, need, strict=True):
+            sel = torch.tensor(i, device=m.device)
+            new_mask[start:start + len(i), width - w:] = m[sel, -w:]
+            start += len(i)
+        self.pending = torch.cat([p[torch.tensor(i, device=p.device)] for _, _, p, i in parts])
+        self.rows = [self.rows[b] for b in old] + rows
+        self.cache = self.cache if self.cache is not None else cache
+        for layer, (bk, bv) in zip(self.cache.layers, bufs, strict=True):
+            layer.keys, layer.values, layer._buf = bk[:, :, :width], bv[:, :, :width], (bk, bv)
+        self.mask = new_mask
 
 
 def _common_prefix_len(rows: list[list[int]]) -> int:

@@ -98,12 +98,23 @@ def test_stop_strings_cut_like_generate(backend):
     # stop strings taken from the model's own output, so they do fire (mid-generation, some rows only)
     stops = [free[1][5:8], free[4][9:11], "\n" + free[2][:2]]  # the last one starts in the prompt ("assistant\n")
     params = GenParams(max_new_tokens=16, stop=stops)
-    got = asyncio.run(fresh(backend).generate(convs, params))
+    eng = fresh(backend)
+    got = asyncio.run(eng.generate(convs, params))
     want = reference(backend, convs, params)
     assert [o.text for o in got] == want
     assert any(len(w) < len(f) for w, f in zip(want, free, strict=True))  # some row really stopped early
     for o in got:
         assert o.completion_tokens == len(backend.tokenizer(o.text, add_special_tokens=False)["input_ids"])
+
+
+def test_a_finished_row_hands_its_slot_in_place(backend):
+    # prompts of one length: a waiting prompt fits into the columns of a row that ran a few steps
+    convs = [[SYSTEM, {"role": "user", "content": f"question number {i} please"}] for i in range(7)]
+    free = reference(backend, convs, GenParams(max_new_tokens=14))
+    params = GenParams(max_new_tokens=14, stop=[free[0][25:30], free[5][5:11]])  # rows 0, 5, 6 end early
+    eng = fresh(backend)
+    assert texts(eng, convs, params) == reference(backend, convs, params)
+    assert eng.stats["refills_in_place"] >= 1
 
 
 def test_eos_ends_a_row_like_generate(backend):
