@@ -184,21 +184,23 @@ class SlotEngine:
         mask = torch.zeros(len(rows), cached + width, dtype=torch.bool)
         ids = torch.full((len(rows), width), self.tok.pad_token_id, dtype=torch.long)
         kv = None
-        if cached:  # zeros (masked) where a row reuses fewer columns than the widest
+        if cached:
             ref = next(e.kv for (e, _), m in zip(found, reuse, strict=True) if m)
-            kv = [(k.new_zeros(len(rows), k.shape[1], cached, k.shape[3]),
-                   v.new_zeros(len(rows), v.shape[1], cached, v.shape[3])) for k, v in ref]
+            kv = [(k.new_empty(len(rows), k.shape[1], cached, k.shape[3]),
+                   v.new_empty(len(rows), v.shape[1], cached, v.shape[3])) for k, v in ref]
         for b, (row, (entry, _), m) in enumerate(zip(rows, found, reuse, strict=True)):
             suffix = row.prompt[m:]
             mask[b, cached + width - len(row.prompt):] = True  # contiguous: m reused columns, then the suffix
             ids[b, width - len(suffix):] = torch.tensor(suffix)
-            if m:
-                for (k, v), (ek, ev) in zip(kv, entry.kv, strict=True):
-                    k[b, :, cached - m:] = ek[0, :, :m]
-                    v[b, :, cached - m:] = ev[0, :, :m]
-                if entry.kind == "turn":
-                    self.stats["turn_cache_hits"] += 1
-                    row.base = entry
+            for li, (k, v) in enumerate(kv or []):
+                k[b, :, :cached - m] = 0  # masked, but must be finite: attention weights 0 times garbage
+                v[b, :, :cached - m] = 0
+                if m:
+                    k[b, :, cached - m:] = entry.kv[li][0][0, :, :m]
+                    v[b, :, cached - m:] = entry.kv[li][1][0, :, :m]
+            if m and entry.kind == "turn":
+                self.stats["turn_cache_hits"] += 1
+                row.base = entry
             self.stats["prefill_tokens"] += len(suffix)
             self.stats["prefill_padding"] += width - len(suffix)
             self.stats["cached_tokens_reused"] += m
@@ -356,11 +358,13 @@ class _Batch:
         for li in range(len(ref)):
             k0 = ref[li].keys
             shape = (total, k0.shape[1], width + _GrowingLayer.spare, k0.shape[3])
-            bk, bv = k0.new_zeros(shape), ref[li].values.new_zeros(shape)
+            bk, bv = k0.new_empty(shape), ref[li].values.new_empty(shape)
             start = 0
             for (c, _, _, i), w in zip(parts, need, strict=True):
                 sel = torch.tensor(i, device=k0.device)
                 layer = c.layers[li]
+                bk[start:start + len(i), :, :width - w] = 0  # masked columns must hold finite values
+                bv[start:start + len(i), :, :width - w] = 0
                 bk[start:start + len(i), :, width - w:width] = layer.keys[sel, :, -w:]
                 bv[start:start + len(i), :, width - w:width] = layer.values[sel, :, -w:]
                 start += len(i)
