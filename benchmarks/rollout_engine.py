@@ -98,9 +98,10 @@ def main(argv: list[str] | None = None) -> dict:
                 for name in ENGINES:
                     b = backends[name]
                     b.kv_store.clear()
-                    before = dict(b.stats)
+                    before, evicted = dict(b.stats), b.kv_store.evicted
                     r = replay(b, n, turns, args.max_new_tokens) if mode == "replay" else \
                         runtime(b, llm, n, args.max_new_tokens)
+                    r["evicted"] = b.kv_store.evicted - evicted
                     r["stats"] = {k: v - before.get(k, 0) for k, v in b.stats.items()}
                     res[name] = r
                 per_prompt = max(1, math.ceil(res["static"]["slm_tokens"] / n))
@@ -115,9 +116,11 @@ def main(argv: list[str] | None = None) -> dict:
                                  "wall_s": round(r["wall_s"], 2), "slm_tokens": r["slm_tokens"],
                                  "slm_turns": r["slm_turns"], "vs_ceiling": round(tps / ceiling, 3)}
                     if name == "slots":
-                        row[name]["stats"] = {k: r["stats"][k] for k in ("prefill_tokens", "cached_tokens_reused",
-                                                                          "turn_cache_hits", "refills",
-                                                                          "decode_steps")}
+                        keys = ("prefill_tokens", "prefill_padding", "cached_tokens_reused", "turn_cache_hits",
+                                "refills", "refills_in_place", "decode_steps")
+                        row[name]["stats"] = {k: r["stats"][k] for k in keys}
+                        row[name]["stats"]["kv_store_tokens"] = b.kv_store.tokens
+                        row[name]["stats"]["kv_store_evicted"] = r["evicted"]
                 row["slots_vs_static_episodes_per_s"] = round(res["static"]["wall_s"] / res["slots"]["wall_s"], 3)
                 rows.append(row)
     out = {"figure": "rollout_engine", "machine": platform.processor() or platform.machine(), "slm": args.slm,

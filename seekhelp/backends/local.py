@@ -1,13 +1,22 @@
-"""Local transformers backend: many conversations in one batched `generate` call, the model loaded once.
+"""Local transformers backend: many conversations per call, the model loaded once, two decoding engines.
 
-Prompts are left-padded and sorted by length into micro-batches; each sequence stops at the first of
-`params.stop` (e.g. the closing tag of the SLM's action) or at EOS, and is cut right after the stop string.
-Generation runs in a worker thread so HTTP calls of other episodes progress meanwhile.
+`engine="slots"` (default, `seekhelp/backends/decode.py`): our own decode loop over at most `max_batch_size`
+rows. Prompts wait in order of length; when a row ends (the first of `params.stop`, e.g. the closing tag of the
+SLM's action, EOS or `max_new_tokens`) its slot goes to the next waiting prompt, so a batch never waits for its
+longest row. Every finished row's keys/values (prompt + generated tokens) are kept in an LRU store (a cap in
+tokens, `kv_cache_tokens`; emptied by `swap_model`) under their token ids, and the common prefix of a call's
+prompts (the system prompt) is stored once; a later prompt is prefilled only past the longest stored run of
+identical token ids, so the runtime's next turn of an episode runs just the new tokens. Greedy output is the
+same as `model.generate` on each prompt alone (tests/unit/test_local_backend_engine.py). Models with
+sliding-window or linear-attention layers fall back to the static engine.
 
-Shared prefix: every prompt of a batch starts with the same system prompt, and on a CPU the prompt pass (prefill)
-is most of the cost. The key/value cache of the longest common token prefix is computed once (and kept while the
-model and the prefix stay the same), repeated over the batch, and only the rest of each prompt is run:
-rows are laid out as [prefix][padding][own tokens] with the padding masked, so positions stay exact.
+`engine="static"`: left-padded micro-batches of `max_batch_size` prompts sorted by length, one `model.generate`
+each. The key/value cache of the micro-batch's longest common token prefix is computed once (kept while the model
+and the prefix stay the same) and repeated over the batch; rows are laid out as [prefix][padding][own tokens] with
+the padding masked, so positions stay exact.
+
+Both cut each text right after its earliest stop string. Generation runs in a worker thread so HTTP calls of other
+episodes progress meanwhile.
 """
 
 import asyncio
@@ -29,7 +38,7 @@ class TransformersBackend:
     def __init__(self, model_name: str = "smollm2-135m", model=None, tokenizer=None, max_batch_size: int = 32,
                  device: str | None = None, chat_template: str | None = None, name: str | None = None,
                  prefix_cache: bool = True, min_prefix_tokens: int = 32, engine: str = "slots",
-                 kv_cache_tokens: int = 65536, turn_cache: bool = True):
+                 kv_cache_tokens: int = 32768, turn_cache: bool = True):
         if model is None or tokenizer is None:
             from seekhelp import models
 
@@ -57,8 +66,8 @@ class TransformersBackend:
         self.engine = engine
         self.kv_store = KVStore(max_tokens=kv_cache_tokens)
         self._slots = decode.SlotEngine(self.model, self.tokenizer, self.kv_store, self.stats, slots=max_batch_size,
-                                 prefix_cache=prefix_cache, min_prefix_tokens=min_prefix_tokens,
-                                 keep_turns=turn_cache)
+                                        prefix_cache=prefix_cache, min_prefix_tokens=min_prefix_tokens,
+                                        keep_turns=turn_cache)
 
     def swap_model(self, model) -> None:
         """Use new weights (e.g. after a training round) without reloading the tokenizer."""

@@ -35,8 +35,9 @@ def fresh(backend, **kw) -> TransformersBackend:
     return TransformersBackend(model=backend.model, tokenizer=backend.tokenizer, max_batch_size=3, **kw)
 
 
-def reference(backend, conversations, params: GenParams) -> list[str]:
-    """Each conversation alone through `model.generate` (no padding, no cache), post-processed like the backend."""
+def reference(backend, conversations, params: GenParams, ends: tuple = ()) -> list[str]:
+    """Each conversation alone through `model.generate` (no padding, no cache), post-processed like the backend
+    (cut at the tokenizer's padding/EOS and at `ends`)."""
     tok, model, texts = backend.tokenizer, backend.model, []
     for prompt in backend.render_prompts(conversations):
         ids = torch.tensor([tok(prompt, add_special_tokens=False)["input_ids"]])
@@ -47,7 +48,7 @@ def reference(backend, conversations, params: GenParams) -> list[str]:
                                  pad_token_id=tok.pad_token_id, **kw)
         new = []
         for t in seq[0, ids.shape[1]:].tolist():
-            if t in (tok.pad_token_id, tok.eos_token_id):
+            if t in (tok.pad_token_id, tok.eos_token_id, *ends):
                 break
             new.append(t)
         texts.append(truncate_at_stop(tok.decode(new, skip_special_tokens=True), params.stop))
@@ -128,9 +129,7 @@ def test_eos_ends_a_row_like_generate(backend):
     try:
         eng = fresh(backend)
         got = asyncio.run(eng.generate(convs, GenParams(max_new_tokens=10)))
-        tok.eos_token_id  # the reference cuts at the tokenizer's EOS; `generate` itself stops at both
-        want = [t.split(tok.decode([eos]))[0] if tok.decode([eos]) in t else t
-                for t in reference(backend, convs, GenParams(max_new_tokens=10))]
+        want = reference(backend, convs, GenParams(max_new_tokens=10), ends=(eos,))  # `generate` stops at both
     finally:
         config.eos_token_id = saved
     assert [o.text for o in got] == want
