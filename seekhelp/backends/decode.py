@@ -139,7 +139,9 @@ class SlotEngine:
     def _keep(self, row: _Row, cache, mask: torch.Tensor, b: int) -> None:
         """Store the finished row's keys and values under the ids they were computed from."""
         n = int(mask[b].sum())  # a row's columns are always the last n (left padding only)
-        kv = [(layer.keys[b:b + 1, :, -n:].clone(), layer.values[b:b + 1, :, -n:].clone()) for layer in cache.layers]
+        keys = torch.stack([layer.keys[b, :, -n:] for layer in cache.layers])  # one block per row, not per layer
+        values = torch.stack([layer.values[b, :, -n:] for layer in cache.layers])
+        kv = [(keys[i:i + 1], values[i:i + 1]) for i in range(len(cache.layers))]
         ids = (row.prompt + row.gen)[:n]  # the last sampled token was never fed
         self.store.put(ids, kv, kind="turn", replaces=row.base)
 
