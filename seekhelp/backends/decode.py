@@ -2,19 +2,20 @@
 across calls.
 
 `model.generate` on a static batch runs until its longest row is done, and each call prefills every prompt from
-scratch. Here a batch holds at most `slots` rows; when a row ends (a stop string, EOS or `max_new_tokens`) it
-leaves the batch and the next waiting prompt is prefilled and joins it. Each finished row's keys and values
-(prompt + generated tokens) go to a `KVStore` under their token ids, so when the runtime sends the same
+scratch. Here a batch holds at most `slots` rows; when a row ends (a stop string, EOS or `max_new_tokens`) its
+slot goes to the next waiting prompt, which is prefilled and written into that slot. Each finished row's keys and
+values (prompt + generated tokens) go to a `KVStore` under their token ids, so when the runtime sends the same
 conversation back one turn later, only the new tokens (the turn's closing tag, the expert's reply, the next
 generation prompt) are prefilled. The store also holds the common prefix of a call's prompts (the system
 prompt), computed once. Reuse is decided on token ids alone: the re-rendered prompt is tokenized afresh and only
 the longest run of ids that matches an entry exactly is taken from it.
 
-Layout. The batch cache is `[rows, heads, columns, head_dim]`; every row's tokens end at the last column, and
-columns a row does not use are masked (left padding, plus the gap between a reused prefix and the newly
-prefilled tokens of a row that joined with a shorter suffix than its neighbours). Position ids are counted per
-row over its unmasked columns, so each row sees exactly the positions and keys it would see alone. Columns that
-no row uses any more are dropped from the left.
+Layout. The batch cache is `[rows, heads, columns, head_dim]`, each row's tokens contiguous and ending at the last
+column, the columns before them masked (left padding only). Position ids are counted per row over its unmasked
+columns, so each row sees exactly the positions and keys it would see alone. A refilled row that fits in the
+current width is written into its slot in place; otherwise the batch is rebuilt once, as wide as its longest row.
+Cache layers append each step's keys/values into spare columns instead of concatenating the whole cache. Stop
+strings match as in `generate`: the string must overlap the newest token, and may begin in the prompt.
 
 Sampling applies temperature, then the model's `top_k` if its generation config sets one, then `top_p`, as
 `generate` does; other generation-config processors (repetition penalty and the like) are not applied.
