@@ -1,17 +1,27 @@
-"""Local transformers backend: many conversations in one batched `generate` call, the model loaded once.
+"""Local transformers backend: many conversations per call, the model loaded once, two decoding engines.
 
-Prompts are left-padded and sorted by length into micro-batches; each sequence stops at the first of
-`params.stop` (e.g. the closing tag of the SLM's action) or at EOS, and is cut right after the stop string.
-Generation runs in a worker thread so HTTP calls of other episodes progress meanwhile.
+`engine="slots"` (default, `seekhelp/backends/decode.py`): our own decode loop over at most `max_batch_size`
+rows. Prompts wait in order of length; when a row ends (the first of `params.stop`, e.g. the closing tag of the
+SLM's action, EOS or `max_new_tokens`) its slot goes to the next waiting prompt, so a batch never waits for its
+longest row. Every finished row's keys/values (prompt + generated tokens) are kept in an LRU store (a cap in
+tokens, `kv_cache_tokens`; emptied by `swap_model`) under their token ids, and the common prefix of a call's
+prompts (the system prompt) is stored once; a later prompt is prefilled only past the longest stored run of
+identical token ids, so the runtime's next turn of an episode runs just the new tokens. Greedy output is the
+same as `model.generate` on each prompt alone (tests/unit/test_local_backend_engine.py). Models with
+sliding-window or linear-attention layers fall back to the static engine.
 
-Shared prefix: every prompt of a batch starts with the same system prompt, and on a CPU the prompt pass (prefill)
-is most of the cost. The key/value cache of the longest common token prefix is computed once (and kept while the
-model and the prefix stay the same), repeated over the batch, and only the rest of each prompt is run:
-rows are laid out as [prefix][padding][own tokens] with the padding masked, so positions stay exact.
+`engine="static"`: left-padded micro-batches of `max_batch_size` prompts sorted by length, one `model.generate`
+each. The key/value cache of the micro-batch's longest common token prefix is computed once (kept while the model
+and the prefix stay the same) and repeated over the batch; rows are laid out as [prefix][padding][own tokens] with
+the padding masked, so positions stay exact.
+
+Both cut each text right after its earliest stop string. Generation runs in a worker thread so HTTP calls of other
+episodes progress meanwhile.
 """
 
 import asyncio
 import copy
+import logging
 import threading
 import time
 
@@ -19,13 +29,16 @@ import torch
 
 from seekhelp.backends.base import Completion, GenParams, Message, truncate_at_stop
 
+log = logging.getLogger(__name__)
+
 
 class TransformersBackend:
     """ChatBackend over a local causal LM (CPU or GPU)."""
 
     def __init__(self, model_name: str = "smollm2-135m", model=None, tokenizer=None, max_batch_size: int = 32,
                  device: str | None = None, chat_template: str | None = None, name: str | None = None,
-                 prefix_cache: bool = True, min_prefix_tokens: int = 32):
+                 prefix_cache: bool = True, min_prefix_tokens: int = 32, engine: str = "slots",
+                 kv_cache_tokens: int = 32768, turn_cache: bool = True):
         if model is None or tokenizer is None:
             from seekhelp import models
 
@@ -42,12 +55,26 @@ class TransformersBackend:
         self.prefix_cache, self.min_prefix_tokens = prefix_cache, min_prefix_tokens
         self._prefix: tuple | None = None  # ((model id, prefix ids), cache of batch 1)
         self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
+        if engine not in ("slots", "static"):
+            raise ValueError(f"engine must be 'slots' or 'static', not {engine!r}")
+        from seekhelp.backends import decode
+        from seekhelp.backends.kvstore import KVStore
+
+        if engine == "slots" and not decode.supports(self.model):
+            log.warning("%s: sliding-window or linear-attention layers; using the static engine", self.name)
+            engine = "static"
+        self.engine = engine
+        self.kv_store = KVStore(max_tokens=kv_cache_tokens)
+        self._slots = decode.SlotEngine(self.model, self.tokenizer, self.kv_store, self.stats, slots=max_batch_size,
+                                        prefix_cache=prefix_cache, min_prefix_tokens=min_prefix_tokens,
+                                        keep_turns=turn_cache)
 
     def swap_model(self, model) -> None:
         """Use new weights (e.g. after a training round) without reloading the tokenizer."""
         with self._lock:
-            self.model = model.eval()
+            self.model = self._slots.model = model.eval()
             self._prefix = None
+            self.kv_store.clear()  # keys and values of the old weights
 
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         if not conversations:
@@ -60,6 +87,10 @@ class TransformersBackend:
 
     def generate_blocking(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         prompts = self.render_prompts(conversations)
+        if self.engine == "slots":
+            ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+            with self._lock:
+                return self._slots.run(ids, params)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
         with self._lock:

@@ -68,6 +68,22 @@ def test_rollouts_tiny(capsys, tiny_model_dir):
     _positive(out, ["runtime_tokens_per_s", "efficiency_vs_raw_generate"])
 
 
+def test_rollout_engine_tiny(capsys, tiny_model_dir):
+    from benchmarks.rollout_engine import main
+
+    main(["--slm", tiny_model_dir, "--sizes", "3", "--batch", "2", "--max-new-tokens", "5"])
+    out = _json_line(capsys)
+    assert out["figure"] == "rollout_engine" and [(r["mode"], r["episodes"]) for r in out["rows"]] == \
+        [("replay", 3), ("runtime", 3)]
+    for row in out["rows"]:
+        assert row["same_texts"] == 3  # greedy: both engines write the same turns
+        _positive(row, ["ceiling_tokens_per_s", "slots_vs_static_episodes_per_s"])
+        for engine in ("static", "slots"):
+            _positive(row[engine], ["episodes_per_s", "slm_tokens_per_s", "vs_ceiling", "slm_turns"])
+    replay = out["rows"][0]
+    assert replay["slots"]["slm_turns"] == 2 + 3 + 2 and replay["slots"]["stats"]["turn_cache_hits"] >= 4
+
+
 def test_serve_tiny(capsys, tiny_model_dir):
     from benchmarks.serve import main
 

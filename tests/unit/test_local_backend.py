@@ -1,4 +1,5 @@
-"""The batched transformers backend on a tiny random model: one generate call per micro-batch, stops honoured."""
+"""The batched transformers backend on a tiny random model; the static engine: one generate call per micro-batch
+(the slot engine has its own tests in test_local_backend_engine.py)."""
 
 import asyncio
 
@@ -7,7 +8,7 @@ from seekhelp.backends.local import TransformersBackend
 
 
 def test_batched_generation_returns_one_completion_per_conversation(tiny_model_dir):
-    backend = TransformersBackend(tiny_model_dir, max_batch_size=4)
+    backend = TransformersBackend(tiny_model_dir, max_batch_size=4, engine="static")
     convs = [[{"role": "user", "content": "word " * (i + 1)}] for i in range(10)]
     outs = asyncio.run(backend.generate(convs, GenParams(max_new_tokens=8)))
     assert len(outs) == 10
@@ -36,8 +37,8 @@ def test_shared_prefix_cache_gives_the_same_greedy_tokens(tiny_model_dir):
     system = {"role": "system", "content": "You are a careful assistant who answers briefly. " * 6}
     convs = [[system, {"role": "user", "content": "tell me about " + "word " * (i % 5 + 1)}] for i in range(7)]
     params = GenParams(max_new_tokens=10)
-    plain = TransformersBackend(tiny_model_dir, max_batch_size=4, prefix_cache=False)
-    cached = TransformersBackend(model=plain.model, tokenizer=plain.tokenizer, max_batch_size=4)
+    plain = TransformersBackend(tiny_model_dir, max_batch_size=4, prefix_cache=False, engine="static")
+    cached = TransformersBackend(model=plain.model, tokenizer=plain.tokenizer, max_batch_size=4, engine="static")
     want = asyncio.run(plain.generate(convs, params))
     got = asyncio.run(cached.generate(convs, params))
     assert [o.text for o in got] == [o.text for o in want]
