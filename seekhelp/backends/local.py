@@ -1,19 +1,22 @@
 """Local transformers backend: many conversations per call, the model loaded once, two decoding engines.
 
-`engine="slots"` (default, `seekhelp/backends/decode.py`): our own decode loop over at most `max_batch_size`
-rows. Prompts wait in order of length; when a row ends (the first of `params.stop`, e.g. the closing tag of the
-SLM's action, EOS or `max_new_tokens`) its slot goes to the next waiting prompt, so a batch never waits for its
-longest row. Every finished row's keys/values (prompt + generated tokens) are kept in an LRU store (a cap in
-tokens, `kv_cache_tokens`; emptied by `swap_model`) under their token ids, and the common prefix of a call's
-prompts (the system prompt) is stored once; a later prompt is prefilled only past the longest stored run of
-identical token ids, so the runtime's next turn of an episode runs just the new tokens. Greedy output is the
-same as `model.generate` on each prompt alone (tests/unit/test_local_backend_engine.py). Models with
+`engine="slots"` (opt-in: `engine=` or env `SEEKHELP_ENGINE=slots`; `seekhelp/backends/decode.py`): our own decode
+loop over at most `max_batch_size` rows. Prompts wait in order of length; when a row ends (the first of
+`params.stop`, e.g. the closing tag of the SLM's action, EOS or `max_new_tokens`) its slot goes to the next waiting
+prompt, so a batch never waits for its longest row. Every finished row's keys/values (prompt + generated tokens) are
+kept in an LRU store (a cap in tokens, `kv_cache_tokens`; emptied by `swap_model`) under their token ids, and the
+common prefix of a call's prompts (the system prompt) is stored once; a later prompt is prefilled only past the
+longest stored run of identical token ids, so the runtime's next turn of an episode runs just the new tokens. Greedy
+output is the same as `model.generate` on each prompt alone (tests/unit/test_local_backend_engine.py). Models with
 sliding-window or linear-attention layers fall back to the static engine.
 
-`engine="static"`: left-padded micro-batches of `max_batch_size` prompts sorted by length, one `model.generate`
-each. The key/value cache of the micro-batch's longest common token prefix is computed once (kept while the model
-and the prefix stay the same) and repeated over the batch; rows are laid out as [prefix][padding][own tokens] with
-the padding masked, so positions stay exact.
+`engine="static"` (the default): left-padded micro-batches of `max_batch_size` prompts sorted by length, one
+`model.generate` each. The key/value cache of the micro-batch's longest common token prefix is computed once (kept
+while the model and the prefix stay the same) and repeated over the batch; rows are laid out as
+[prefix][padding][own tokens] with the padding masked, so positions stay exact.
+
+Why static stays the default: benchmarks/rollout_engine.py measured slots 1.17-1.51x on 2-3-turn conversations but
+0.97x on one-turn episodes at 128, and no whole demo has run on it yet.
 
 Both cut each text right after its earliest stop string. Generation runs in a worker thread so HTTP calls of other
 episodes progress meanwhile.
@@ -22,6 +25,7 @@ episodes progress meanwhile.
 import asyncio
 import copy
 import logging
+import os
 import threading
 import time
 
@@ -37,7 +41,7 @@ class TransformersBackend:
 
     def __init__(self, model_name: str = "smollm2-135m", model=None, tokenizer=None, max_batch_size: int = 32,
                  device: str | None = None, chat_template: str | None = None, name: str | None = None,
-                 prefix_cache: bool = True, min_prefix_tokens: int = 32, engine: str = "slots",
+                 prefix_cache: bool = True, min_prefix_tokens: int = 32, engine: str | None = None,
                  kv_cache_tokens: int = 32768, turn_cache: bool = True):
         if model is None or tokenizer is None:
             from seekhelp import models
@@ -55,6 +59,7 @@ class TransformersBackend:
         self.prefix_cache, self.min_prefix_tokens = prefix_cache, min_prefix_tokens
         self._prefix: tuple | None = None  # ((model id, prefix ids), cache of batch 1)
         self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
+        engine = engine or os.environ.get("SEEKHELP_ENGINE", "static")
         if engine not in ("slots", "static"):
             raise ValueError(f"engine must be 'slots' or 'static', not {engine!r}")
         from seekhelp.backends import decode

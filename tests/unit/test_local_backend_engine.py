@@ -28,11 +28,12 @@ def backend(smollm2_dir):
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=True, initializer_range=0.2)
-    return TransformersBackend(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, max_batch_size=3)
+    return TransformersBackend(model=LlamaForCausalLM(cfg).eval(), tokenizer=tok, max_batch_size=3, engine="slots")
 
 
 def fresh(backend, **kw) -> TransformersBackend:
-    return TransformersBackend(model=backend.model, tokenizer=backend.tokenizer, max_batch_size=3, **kw)
+    return TransformersBackend(model=backend.model, tokenizer=backend.tokenizer, max_batch_size=3,
+                               **({"engine": "slots"} | kw))
 
 
 def reference(backend, conversations, params: GenParams, ends: tuple = ()) -> list[str]:
