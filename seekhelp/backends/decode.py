@@ -29,7 +29,7 @@ import torch
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from seekhelp.backends.base import Completion, GenParams, truncate_at_stop
-from seekhelp.backends.kvstore import KV, Entry, KVStore
+from seekhelp.backends.kvstore import KV, Entry, KVStore, common_prefix_len
 
 
 @dataclass
@@ -152,7 +152,7 @@ class SlotEngine:
         """Put the common prefix of this call's prompts into the store once (unless stored already)."""
         if not self.prefix_cache or len(prompts) < 2:
             return
-        n = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+        n = min(common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
         if n < self.min_prefix_tokens:
             return
         ids = prompts[0][:n]
@@ -384,12 +384,3 @@ class _Batch:
             layer.keys, layer.values, layer._buf = bk[:, :, :width], bv[:, :, :width], (bk, bv)
         self.mask = new_mask
 
-
-def _common_prefix_len(rows: list[list[int]]) -> int:
-    first, n = rows[0], min(len(r) for r in rows)
-    for r in rows[1:]:
-        i = 0
-        while i < n and r[i] == first[i]:
-            i += 1
-        n = i
-    return n

@@ -119,3 +119,14 @@ class KVStore:
                 del node.kids[t]  # nothing else passes through: drop the whole branch
                 return
             node = nxt
+
+
+def common_prefix_len(rows: list[list[int]]) -> int:
+    """Length of the token-id prefix every row shares (both engines' shared system-prompt prefix)."""
+    first, n = rows[0], min(len(r) for r in rows)
+    for r in rows[1:]:
+        i = 0
+        while i < n and r[i] == first[i]:
+            i += 1
+        n = i
+    return n

@@ -32,6 +32,7 @@ import time
 import torch
 
 from seekhelp.backends.base import Completion, GenParams, Message, truncate_at_stop
+from seekhelp.backends.kvstore import common_prefix_len
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +146,7 @@ class TransformersBackend:
         """(input_ids + attention_mask, shared-prefix cache or None) for one micro-batch."""
         tok, device = self.tokenizer, self.model.device
         rows = tok(prompts, add_special_tokens=False)["input_ids"]
-        n = _common_prefix_len(rows) if self.prefix_cache and len(rows) > 0 else 0
+        n = common_prefix_len(rows) if self.prefix_cache and len(rows) > 0 else 0
         n = min(n, min(len(r) for r in rows) - 1)  # every row keeps at least one token of its own
         if n < self.min_prefix_tokens:
             n = 0  # plain left padding
@@ -168,12 +169,3 @@ class TransformersBackend:
         self.stats["prefix_tokens_reused"] += n * len(rows)
         return enc, cache
 
-
-def _common_prefix_len(rows: list[list[int]]) -> int:
-    first, n = rows[0], min(len(r) for r in rows)
-    for r in rows[1:]:
-        i = 0
-        while i < n and r[i] == first[i]:
-            i += 1
-        n = i
-    return n
