@@ -91,7 +91,10 @@ class RoundRunner:
     def _questions(self, split: str, limit: int) -> list[Question]:
         where = "split = $split" + (" AND source = $source" if self.recipe.source else "")
         params = {"split": split, "limit": limit} | ({"source": self.recipe.source} if self.recipe.source else {})
-        rows = self.store.sql(f"SELECT * FROM questions WHERE {where} ORDER BY id LIMIT $limit", params).to_dicts()
+        # kinds take turns (the first n of a split hold every kind alike; a question without a kind is its own group)
+        order = "row_number() OVER (PARTITION BY meta->>'kind' ORDER BY id), meta->>'kind', id"
+        rows = self.store.sql(f"SELECT * FROM questions WHERE {where} ORDER BY {order} LIMIT $limit",
+                              params).to_dicts()
         import json
 
         for row in rows:
@@ -129,8 +132,8 @@ class RoundRunner:
                 rt.progress = None
 
     def train_questions(self, r: int) -> list[Question]:
-        """Round r's training questions: the next `train_questions` of the train split (ordered by id, wrapping
-        around), so successive rounds see different questions until the split is used up."""
+        """Round r's training questions: the next `train_questions` of the train split (kinds taking turns, each
+        kind by id; wrapping around), so successive rounds see different questions until the split is used up."""
         pool, n = self.train_pool, min(self.recipe.train_questions, len(self.train_pool))
         start = ((r - 1) * n) % len(pool)
         return (pool[start:] + pool[:start])[:n]

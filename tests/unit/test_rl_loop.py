@@ -120,3 +120,23 @@ def test_each_round_draws_the_next_slice_of_the_train_split():
     assert picks == [["q0", "q1"], ["q2", "q3"], ["q4", "q0"], ["q1", "q2"]]
     runner.recipe = SimpleNamespace(train_questions=9)  # more than the split holds: each round takes all of it
     assert len(runner.train_questions(2)) == 5
+
+
+def test_a_slice_of_a_split_holds_every_kind_alike(tmp_path):
+    """validation_questions / train_questions take kinds in turn, so 8 of 3 kinds are not 8 of the first kind."""
+    from types import SimpleNamespace
+
+    from rl.rounds import RoundRunner
+    from seekhelp.store import Store
+
+    kinds = ["self_contained"] * 6 + ["one_missing"] * 6 + ["two_hop"] * 6 + [None] * 2
+    qs = [Question(question=f"q{i}", answers=["a"], split="validation", meta={"kind": k} if k else {})
+          for i, k in enumerate(kinds)]
+    runner = RoundRunner.__new__(RoundRunner)
+    runner.recipe = SimpleNamespace(source=None)
+    with Store(tmp_path / "s.duckdb") as runner.store:
+        runner.store.add_questions(qs)
+        first = runner._questions("validation", 8)
+    got = [q.meta.get("kind") for q in first]
+    assert sorted(got, key=str) == sorted(["self_contained", "one_missing", "two_hop", None] * 2, key=str)
+    assert len({q.id for q in first}) == 8
