@@ -220,8 +220,8 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
               "protocol (the parser's verdict; what SFT must teach).",
               "- turns: LLM calls per question (a direct LLM answer counts 1; the SLM alone counts 0).",
               "- INScore: (Recall_easy + Recall_hard) / 2; always-ask and never-ask both score 0.5.",
-              "- answered alone %: questions where the SLM sent no request at all; asked the LLM %: questions with "
-              "at least one LLM call (a request the guard stopped counts as neither).",
+              "- answered alone %: questions the SLM answered in a well-formed episode without any request; asked the "
+              "LLM %: questions with at least one LLM call (a request the guard stopped counts as neither).",
               "- attempted leak %: the paper's Priv_sample, on what the policy TRIED to send (before the guard): "
               "the policy's own privacy. sent leak %: the same on what left the device (after the guard); the gap "
               "between the two is the guard's effect.",

@@ -70,6 +70,8 @@ def test_slm_alone_run():
     assert (m["recall_easy"], m["recall_hard"], m["inscore"]) == (1.0, 0.0, 0.5)
     assert m["priv_sample"] == 0.0 and m["leak_sources"]["none"] == 4
     assert m["llm_prompt_tokens"] == 0 and m["slm_prompt_tokens"] == 200 and m["cost_usd"] == 0.0
+    # Q4's episode never wrote a well-formed answer: it asked nothing, yet it did not answer alone
+    assert (m["answered_alone"], m["llm_called"]) == (75.0, 0.0)
 
 
 def test_dynamic_run_em_turns_inscore_privacy_tokens_cost():
