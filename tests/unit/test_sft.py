@@ -45,7 +45,8 @@ def _run(tiny_model_dir: str, dataset_dir: str, out: Path, *extra: str) -> Path:
 
     argv = ["--config", str(ROOT / "sft/recipes/smollm2-135m/demo.yaml"), "--model_name_or_path", tiny_model_dir,
             "--store", "", "--dataset_path", dataset_dir, "--output_dir", str(out), "--max_steps", "2",
-            "--per_device_train_batch_size", "2", "--logging_steps", "1", "--disable_tqdm", "true",
+            "--per_device_train_batch_size", "2", "--gradient_accumulation_steps", "1", "--logging_steps", "1",
+            "--disable_tqdm", "true",
             "--run_ids", "run-test-1", *extra]
     return train(*parse(argv))
 
