@@ -23,17 +23,20 @@ from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_tur
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/3"
+VERSION = "offline-teacher/4"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
 # Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
 # words, "The question states" / "The question does not state": the decision to ask is the one token after them.
-# Measured on the demo: with SFT alone that token barely depends on the question (its log-odds moved by ~0.2 between
-# self-contained and other questions); the data's prior and order decide it, so the SFT data leans to asking (the
-# safe side: EM stays up) and RL, whose rejection step sees rollouts that answered alone, learns when not to ask.
+# Measured on the demo: with length-grouped SFT batches that token followed the data's prior (asked on every test
+# question); with shuffled steps (the recipes) SFT alone sets it right on 70/70 test questions.
 THINK_ASK = [
     "The question does not state {need}. That is public, so I ask for it alone.",
     "The question does not state {need}; I ask for it without naming anyone.",
+]
+THINK_FIRST_OF_TWO = [  # a two-hop plan is written out whole, so the second turn can read what is still missing
+    "The question does not state {need}, and then {next}. I ask for the first part alone.",
+    "The question does not state {need}, and then {next}; I ask for the first without naming anyone.",
 ]
 THINK_NEXT = [
     "The reply says {gist}. I still need {need}.",
@@ -157,7 +160,8 @@ def _write(q: Question, rng: random.Random) -> list[Turn]:
         w.ask(w.pick(THINK_ASK, need=both), combined, [first["fact"], hops[1]["fact"]])
     else:  # one message per hop
         second = hops[1]
-        w.ask(w.pick(THINK_ASK, need=need), w.message(first), [first["fact"]])
+        plan = w.pick(THINK_FIRST_OF_TWO, need=need, next=RELATIONS[second["relation"]].need_next)
+        w.ask(plan, w.message(first), [first["fact"]])
         need2 = RELATIONS[second["relation"]].need.format(s=_subject(second))
         w.ask(w.pick(THINK_NEXT, gist=_gist([first["fact"]]), need=need2), w.message(second), [second["fact"]])
     w.answer(w.pick(THINK_FINAL, gist=gist, answer=answer), answer)

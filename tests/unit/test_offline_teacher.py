@@ -73,6 +73,17 @@ def test_dialogue_shapes(pairs):
     assert {1, 2} <= set(two_hop)  # both one combined message and one message per hop occur
 
 
+def test_a_two_hop_first_turn_names_both_hops(pairs):
+    """Asked in one message or in two, the first think says what the second hop needs: the turn after the first
+    reply can read from its own plan whether anything is still missing."""
+    from pipelines.relations import RELATIONS
+
+    two_hop = [(q, t) for q, t in pairs if len(q.meta["hops"]) == 2]
+    assert two_hop
+    for q, t in two_hop:
+        assert RELATIONS[q.meta["hops"][1]["relation"]].need_next in t.turns[0].think, t.turns[0].think
+
+
 def test_self_contained_answers_alone(pairs):
     alone = [(q, t) for q, t in pairs if q.meta["kind"] == "self_contained"]
     assert alone
