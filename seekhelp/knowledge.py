@@ -302,9 +302,21 @@ def _build(min_city_population: int) -> KnowledgeBase:
     return KnowledgeBase(countries=countries, cities=cities, facts=facts)
 
 
+_NOUNS = {"city": "city", "town": "city", "country": "country", "nation": "country"}
+
+
 def place_noun(query: str) -> str:
-    """Which kind of place a request refers to without naming it: "city", "country", or "country or city"."""
-    words = set(re.findall(r"[a-z]+", fold(query)))
+    """Which kind of place a request refers to without naming it: "city", "country", or "country or city".
+
+    The unnamed place is the one pointed at ("that city", "this country", "that place", "there"); a noun elsewhere
+    is what is asked for ("Which country is that place in?" lacks a place, not a country)."""
+    text = fold(query)
+    pointed = re.search(r"\b(?:that|this|the same)\s+(city|town|country|nation|place)\b", text)
+    if pointed:
+        return _NOUNS.get(pointed.group(1), "country or city")
+    if re.search(r"\bthere\b", text):
+        return "country or city"
+    words = set(re.findall(r"[a-z]+", text))
     return "city" if words & {"city", "town"} else "country" if words & {"country", "nation"} else "country or city"
 
 

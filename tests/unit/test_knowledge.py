@@ -96,6 +96,11 @@ def test_text_helpers():
         ("Which currency is used there?", "country or city"),
         ("What is the capital of that country?", "country"),
         ("In which country is that city?", "city"),
+        # the place pointed at is what is missing, not the noun asked for
+        ("In which country is that place?", "country or city"),
+        ("Which city is the capital there?", "country or city"),
+        ("Which country has that town as its capital?", "city"),
+        ("Which currency does this nation use?", "country"),
         ("", "country or city"),
     ],
 )
