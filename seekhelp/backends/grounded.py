@@ -42,8 +42,25 @@ def ground_conversation(conv: list[Message], grounder: Callable[[str], list[str]
     return [{"role": "system", "content": block.strip()}, *conv]
 
 
+def without_asked_back(conv: list[Message]) -> list[Message]:
+    """The conversation minus every earlier exchange the expert answered with <need>: the follow-up replaces that
+    request. Shown its own earlier <need>, the 135M expert copied it word for word in reply to the follow-up that
+    named the place (5 of the 9 failed follow-ups of a demo eval)."""
+    from seekhelp.protocol import parse_llm_turn
+
+    out: list[Message] = []
+    for m in conv:
+        if m.get("role") == "assistant" and parse_llm_turn(str(m.get("content") or "")).action == NEED:
+            if out and out[-1].get("role") == "user":
+                out.pop()
+            continue
+        out.append(m)
+    return out
+
+
 class GroundedBackend:
-    """Wraps a ChatBackend; every conversation is grounded on its own last user message before it is sent."""
+    """Wraps a ChatBackend; every conversation is grounded on its own last user message before it is sent, without
+    the exchanges it asked back on."""
 
     def __init__(self, inner: ChatBackend, grounder: Callable[[str], list[str]]):
         self.inner, self.grounder = inner, grounder
@@ -52,8 +69,9 @@ class GroundedBackend:
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         out: list[Completion | None] = [self._ask_back(c) for c in conversations]
         todo = [i for i, c in enumerate(out) if c is None]
-        done = await self.inner.generate([ground_conversation(conversations[i], self.grounder) for i in todo],
-                                         params) if todo else []
+        done = await self.inner.generate(
+            [ground_conversation(without_asked_back(conversations[i]), self.grounder) for i in todo], params) \
+            if todo else []
         for i, c in zip(todo, done, strict=True):
             out[i] = c
         return out  # type: ignore[return-value]

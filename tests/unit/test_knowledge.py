@@ -152,3 +152,14 @@ def test_grounded_endpoint_asks_back_itself_and_grounds_the_rest(kb):
     assert len(seen) == 1 and GROUNDING_HEADER in seen[0][0]["content"]  # only the groundable request reached it
     off = GroundedBackend(Inner(), grounder(kb, ask_back=False))
     assert asyncio.run(off.generate(convs[:1], GenParams()))[0].text == "<information>ok</information>"
+    # the follow-up reaches the model without the exchange the endpoint asked back on
+    seen.clear()
+    follow_up = [convs[0][0], convs[0][1], {"role": "assistant", "content": vague.text},
+                 {"role": "user", "content": "I mean Peru. Which currency is used in Peru?"}]
+    assert asyncio.run(llm.generate([follow_up], GenParams()))[0].text == "<information>ok</information>"
+    assert [m["role"] for m in seen[0]] == ["system", "user"] and "Peru" in seen[0][1]["content"]
+    answered = [convs[1][0], convs[1][1], {"role": "assistant", "content": "<information>Lima.</information>"},
+                {"role": "user", "content": "And the currency of Peru?"}]
+    seen.clear()
+    asyncio.run(llm.generate([answered], GenParams()))
+    assert len(seen[0]) == 4  # an exchange that was answered stays
