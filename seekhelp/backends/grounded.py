@@ -69,9 +69,8 @@ class GroundedBackend:
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         out: list[Completion | None] = [self._ask_back(c) for c in conversations]
         todo = [i for i, c in enumerate(out) if c is None]
-        done = await self.inner.generate(
-            [ground_conversation(without_asked_back(conversations[i]), self.grounder) for i in todo], params) \
-            if todo else []
+        prompts = [ground_conversation(without_asked_back(conversations[i]), self.grounder) for i in todo]
+        done = await self.inner.generate(prompts, params) if todo else []
         for i, c in zip(todo, done, strict=True):
             out[i] = c
         return out  # type: ignore[return-value]
