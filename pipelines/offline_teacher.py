@@ -23,7 +23,7 @@ from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_tur
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/4"
+VERSION = "offline-teacher/5"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
 # Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
@@ -133,7 +133,8 @@ class _Writer:
         return _clean(text, self.private, hop["question"])
 
 
-def _write(q: Question, rng: random.Random) -> list[Turn]:
+def _write(q: Question, rng: random.Random, combined: bool) -> list[Turn]:
+    """One dialogue; `combined`: a two-hop question asks both hops in one message (else one message per hop)."""
     w, hops, answer = _Writer(q, rng), q.meta["hops"], q.answers[0]
     first = hops[0]
     rel = RELATIONS[first["relation"]]
@@ -152,7 +153,7 @@ def _write(q: Question, rng: random.Random) -> list[Turn]:
         w.ask(w.pick(THINK_SUPPLY, noun=noun, s=s, S=cap(s)), supply, [first["fact"]])
     elif len(hops) == 1:
         w.ask(w.pick(THINK_ASK, need=need), w.message(first), [first["fact"]])
-    elif rng.random() < 0.5:  # both hops in one message
+    elif combined:  # both hops in one message
         second = RELATIONS[hops[1]["relation"]]
         combined = w.message(first).rstrip("?") + ", and " + w.pick(second.follow_up)
         combined = _clean(combined, w.private, q.original_question)
@@ -174,10 +175,12 @@ def teacher_trajectories(question: Question, n: int = 1, seed: int = 0) -> list[
         raise ValueError(f"question {question.id}: meta has no 'hops' (gold decomposition); the offline teacher "
                          "needs one")
     config = content_hash(VERSION, seed, length=12)
+    # two-hop variants alternate over the samples (n >= 2 holds both; which one comes first is drawn per question)
+    first = random.Random(content_hash("teacher-variant", seed, question.id)).random() < 0.5
     out = []
     for i in range(n):
         rng = random.Random(content_hash("teacher", seed, question.id, i))
-        turns = _write(question, rng)
+        turns = _write(question, rng, combined=first == (i % 2 == 0))
         out.append(Trajectory(question_id=question.id, strategy="teacher", slm=TEACHER, llm=TEACHER, turns=turns,
                               final_answer=turns[-1].content, stop_reason="answer", format_ok=True,
                               sample_index=i, config_hash=config))

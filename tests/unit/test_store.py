@@ -258,6 +258,27 @@ def test_sft_candidates_pick_fewest_turns_correct_non_leaking(db):
     assert run_sql(db, load_query("sft_candidates"), {"split": "*"}).height == 3
 
 
+def test_sft_candidates_keep_one_request_per_hop_for_two_hop_questions(db):
+    """A two-hop question keeps the dialogue that asks each hop on its own (the most requests); other kinds and
+    `one_request_per_hop=''` keep the fewest requests."""
+    import dataclasses
+
+    hop2 = dataclasses.replace(question(0), meta={"kind": "two_hop"})
+    one = dataclasses.replace(question(1), meta={"kind": "one_missing"})
+    combined, per_hop = traj(hop2, n_llm=1, sample=0), traj(hop2, n_llm=2, sample=1)
+    short, long = traj(one, n_llm=1, sample=0), traj(one, n_llm=2, sample=1)
+    everything = [combined, per_hop, short, long]
+    with Store(db) as s:
+        s.add_questions([hop2, one])
+        s.add_trajectories(everything)
+        s.add_judgments([r for t in everything for r in judge(t, 1.0)])
+    sql = load_query("sft_candidates")
+    assert set(run_sql(db, sql)["trajectory_id"]) == {per_hop.id, short.id}
+    assert set(run_sql(db, sql, {"one_request_per_hop": ""})["trajectory_id"]) == {combined.id, short.id}
+    assert set(run_sql(db, sql, {"one_request_per_hop": "two_hop,one_missing"})["trajectory_id"]) == {per_hop.id,
+                                                                                                     long.id}
+
+
 def test_rs_select_tie_breaking(db):
     q0, q1 = question(0), question(1)
     r1_fast = traj(q0, n_llm=1, round=1, sample=0)
