@@ -4,7 +4,8 @@
 
 Round r: K rollouts per training question with the current SLM against the LLM endpoint (one batched runtime
 call per sample index), judged and rewarded with the paper's reward, stored with the round number; the SQL in
-`rs_select.sql` keeps the best rollout per question above a threshold; `sft.train` continues from the previous
+`rs_select.sql` keeps the best rollout per question above a threshold (a question with none falls back to its
+`fallback_query` dialogue, the SFT selection); `sft.train` continues from the previous
 checkpoint on that selection; the new policy is scored on the validation split and a row goes to `rl_rounds`.
 Resumable: finished rounds (checkpoint + `rl_rounds` row) and stored rollouts are skipped on a rerun.
 """
@@ -51,6 +52,9 @@ class RLRecipe:
     n_max: int = 4
     easy_k: int = 2  # SLM-alone samples per question for the "easy" estimate
     min_reward: float = 0.5
+    # a training question none of whose K rollouts reached min_reward is retrained on this query's dialogue of it
+    # (the SFT selection: a teacher dialogue); None: picks only
+    fallback_query: str | None = None
     slm_max_new_tokens: int = 96
     llm_max_new_tokens: int = 96
     batch_size: int = 32

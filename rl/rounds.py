@@ -23,10 +23,12 @@ CREATE TABLE IF NOT EXISTS rl_rounds (
 # columns added after the first layout (older stores get them when the next round runs); NULL in older rows
 KIND_COLUMNS = {"n_self_contained": "INTEGER", "calls_self_contained": "DOUBLE", "em_self_contained": "DOUBLE",
                 "em_needs_fact": "DOUBLE"}
-RL_ROUNDS_DDL += "".join(f"ALTER TABLE rl_rounds ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in KIND_COLUMNS.items())
+ADDED_COLUMNS = KIND_COLUMNS | {"n_fallback": "INTEGER"}
+RL_ROUNDS_DDL += "".join(f"ALTER TABLE rl_rounds ADD COLUMN IF NOT EXISTS {k} {v};\n"
+                         for k, v in ADDED_COLUMNS.items())
 COLUMNS = ["round", "policy", "n", "mean_reward", "r_format", "r_quality", "r_feedback", "r_privacy",
            "r_efficiency", "em", "turns", "leak_rate", "valid_rate", *KIND_COLUMNS, "n_rollouts", "n_selected",
-           "wall_s"]
+           "n_fallback", "wall_s"]
 
 
 def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
@@ -217,33 +219,56 @@ class RoundRunner:
                 "r_efficiency": mean("r_efficiency"), "em": mean("r_quality"), "turns": mean("n_turns"),
                 "leak_rate": mean("leak"), "valid_rate": mean("valid"), **kind_columns(self.val_qs, rows)}
 
-    def retrain(self, r: int, run_id: str) -> int:
-        from rl.loop import checkpoint, policy_label
-        from rl.policy import batch_args, run_sft
-        from seekhelp.store.query import load_query
+    def selection(self, r: int) -> tuple[list[str], dict]:
+        """Round r's retraining dialogues: the best rollout per training question at or above min_reward
+        (`rs_select.sql`), then, when the recipe names a `fallback_query`, that query's dialogue (the SFT selection:
+        teacher dialogues) for each of the round's questions none of whose K rollouts got there. Returns the
+        trajectory ids and how they were chosen (for the export's provenance)."""
+        from rl.loop import policy_label
+        from seekhelp.store.query import load_query, run_sql
 
         rc = self.recipe
-        export_dir = Path(rc.output_dir) / f"round-{r}-data"
-        sql = load_query("rs_select")
+        params = {"round": r, "min_reward": rc.min_reward, "split": "train", "policy": policy_label(rc, r - 1)}
+        picked = run_sql(rc.store, load_query("rs_select"), params)
+        ids = picked["trajectory_id"].to_list()
+        how = {"selection": "rs_select", "selection_params": params, "picks": len(ids), "fallback_query":
+               rc.fallback_query, "fallback": 0}
+        if not rc.fallback_query:
+            return ids, how
+        have = set(picked["question_id"].to_list())
+        failed = {q.id for q in self.train_questions(r)} - have
+        cand = run_sql(rc.store, load_query(rc.fallback_query), {"split": "train"})
+        extra = [t for t, qid in zip(cand["trajectory_id"], cand["question_id"], strict=True) if qid in failed]
+        log.info("round %d: %d picks, %d of %d failed questions from %s", r, len(ids), len(extra), len(failed),
+                 rc.fallback_query)
+        return ids + extra, how | {"fallback": len(extra), "failed_questions": len(failed)}
+
+    def retrain(self, r: int, run_id: str) -> tuple[int, int]:
+        """Select and retrain; returns (picks trained on, fallback dialogues trained on)."""
+        from rl.loop import checkpoint
+        from rl.policy import batch_args, run_sft
         from seekhelp.prompts import load_prompt
         from seekhelp.store.export import export_sft
 
-        ds = export_sft(rc.store, sql, export_dir, load_prompt("slm_dynamic"),
-                        params={"round": r, "min_reward": rc.min_reward, "split": "train",
-                                "policy": policy_label(rc, r - 1)})
+        rc = self.recipe
+        export_dir = Path(rc.output_dir) / f"round-{r}-data"
+        ids, how = self.selection(r)
+        n_fallback = how["fallback"]
+        ds = export_sft(rc.store, "SELECT unnest($ids::VARCHAR[]) AS trajectory_id", export_dir,
+                        load_prompt("slm_dynamic"), params={"ids": ids}, provenance=how)
         if ds.num_rows == 0:
             log.warning("round %d: nothing above min_reward %.2f; keeping the previous policy", r, rc.min_reward)
             import shutil
 
             shutil.copytree(checkpoint(rc, r - 1), checkpoint(rc, r), dirs_exist_ok=True)
-            return 0
+            return 0, 0
         self._policy = None
         self.sampler.close()  # the sampler's memory (a served or in-process engine) goes back to the trainer
         args = ["--config", rc.sft_recipe, "--store", "", "--dataset_path", str(export_dir),
                 "--model_name_or_path", str(checkpoint(rc, r - 1)), "--output_dir", str(checkpoint(rc, r)),
                 "--run_ids", run_id, *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain)]
         run_sft(rc.retrain, args)
-        return ds.num_rows
+        return ds.num_rows - n_fallback, n_fallback
 
     # ------------------------------------------------------------------------------------------- driver
     def ensure_round(self, r: int) -> None:
@@ -257,13 +282,13 @@ class RoundRunner:
 
         run_id = self.store.start_run("rl", {"recipe": to_dict(self.recipe), "round": r},
                                       run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}")
-        n_rollouts = n_selected = 0
+        n_rollouts = n_selected = n_fallback = 0
         if r > 0:
             n_rollouts = self.rollouts(r, run_id)
-            n_selected = self.retrain(r, run_id)
+            n_selected, n_fallback = self.retrain(r, run_id)
         row = self.validate(r, run_id)
         row |= {"run": self.recipe.output_dir, "round": r, "split": "validation", "n_rollouts": n_rollouts,
-                "n_selected": n_selected, "wall_s": round(time.perf_counter() - t0, 1)}
+                "n_selected": n_selected, "n_fallback": n_fallback, "wall_s": round(time.perf_counter() - t0, 1)}
         cols = ", ".join(row)
         self.store.execute(f"INSERT OR REPLACE INTO rl_rounds ({cols}) VALUES ({', '.join('?' * len(row))})",
                            list(row.values()))

@@ -75,11 +75,13 @@ def _fetch(store_path: str | Path, ids: list[str]) -> tuple[pl.DataFrame, pl.Dat
 
 
 def export_sft(store_path: str | Path, query_sql: str, out_dir: str | Path, system_prompt: str,
-               render_user: Callable[[dict], str] | None = None, params: dict[str, Any] | None = None):
+               render_user: Callable[[dict], str] | None = None, params: dict[str, Any] | None = None,
+               provenance: dict[str, Any] | None = None):
     """Run `query_sql` (read-only) and save the selected dialogues as a `datasets.Dataset` in `out_dir`.
 
     render_user(question_row) may replace the first user message; the row has question, privacy_items,
-    answers, split. Returns the Dataset (columns: messages, trajectory_id, question_id, answers, split).
+    answers, split. `provenance` adds keys to the folder's provenance.json (how a caller chose the ids).
+    Returns the Dataset (columns: messages, trajectory_id, question_id, answers, split).
     """
     import datasets
 
@@ -140,7 +142,7 @@ def export_sft(store_path: str | Path, query_sql: str, out_dir: str | Path, syst
         "run_ids": sorted(runs),
         "system_prompt": system_prompt,
         "created_at": utc_now().isoformat(timespec="seconds") + "Z",
-    }
+    } | (provenance or {})
     (out_dir / PROVENANCE_FILE).write_text(json.dumps(provenance, ensure_ascii=False, indent=2) + "\n",
                                            encoding="utf-8")
     return ds

@@ -73,6 +73,40 @@ def test_a_round_with_nothing_above_the_threshold_keeps_the_policy(tiny_model_di
     assert kept.read_bytes() == (Path(tiny_model_dir) / "model.safetensors").read_bytes()
 
 
+def test_questions_no_rollout_solved_fall_back_to_their_sft_dialogue(tiny_model_dir, tmp_path):
+    """Nothing reaches min_reward, so with `fallback_query` each training question of the round that has a teacher
+    dialogue in the SFT selection is retrained on it (questions without one add nothing), and the round says so."""
+    from seekhelp.records import Trajectory, Turn
+
+    recipe = _recipe(tmp_path, tiny_model_dir, min_reward=100.0, k=1, fallback_query="sft_candidates")
+    train = [q for q in _questions() if q.split == "train"]
+    teacher = []
+    for q in train[:4]:  # two of the six training questions have no teacher dialogue
+        msg = f"Which country is {q.question.split(' lives in ')[1].split('.')[0]} in?"
+        turns = [Turn("slm", f"<think>I need the country.</think>\n<message>{msg}</message>", "message", msg,
+                      "I need the country."),
+                 Turn("llm", f"<information>{q.answers[0]}.</information>", "information", f"{q.answers[0]}.",
+                      sent=msg),
+                 Turn("slm", f"<think>So {q.answers[0]}.</think>\n<answer>{q.answers[0]}</answer>", "answer",
+                      q.answers[0], f"So {q.answers[0]}.")]
+        teacher.append(Trajectory(q.id, "teacher", "teacher-kb", "teacher-kb", turns, final_answer=q.answers[0],
+                                  stop_reason="answer", format_ok=True))
+    with Store(recipe.store) as s:
+        s.add_trajectories(teacher)
+        s.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 1.0} for t in teacher])
+    rows = run(recipe)
+    assert (rows[1]["n_selected"], rows[1]["n_fallback"]) == (0, 4)
+    kept = tmp_path / "rl" / "round-1" / "model.safetensors"
+    assert kept.read_bytes() != (Path(tiny_model_dir) / "model.safetensors").read_bytes()  # it did retrain
+    import json
+
+    from seekhelp.store.export import read_export
+
+    assert sorted(read_export(tmp_path / "rl" / "round-1-data")["trajectory_id"]) == sorted(t.id for t in teacher)
+    how = json.loads((tmp_path / "rl" / "round-1-data" / "provenance.json").read_text())
+    assert (how["picks"], how["fallback"], how["failed_questions"]) == (0, 4, 6)
+
+
 @pytest.mark.parametrize("bad, msg", [("llm.kind=ollama", "llm.kind"), ("init_model=/nonexistent", "init_model"),
                                       ("policy.kind=sglang", "policy.kind"), ("retrain.launcher=slurm", "retrain"),
                                       ("retrain.launcher=accelerate", "retrain.accelerate_config")])
