@@ -13,7 +13,7 @@ export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
 # PROFILE=demo: the ~30 min CPU run; PROFILE=long: the same pipeline with more data, a full SFT epoch and more RL
-# (<= 2 h on 2 cores, its own store under data/long). Each *_RECIPE can still be set on its own.
+# (108 min measured on 2 cores, its own store under data/long). Each *_RECIPE can still be set on its own.
 PROFILE ?= demo
 DATA_RECIPE ?= pipelines/recipes/$(PROFILE).yaml
 SFT_RECIPE ?= sft/recipes/smollm2-135m/$(PROFILE).yaml
