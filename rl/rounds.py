@@ -69,12 +69,21 @@ class RoundRunner:
 
             self.llm = TransformersBackend(r.llm.model, max_batch_size=r.batch_size)
         elif r.llm.base_url:
-            self.llm = OpenAIBackend(EndpointConfig(base_url=r.llm.base_url, model=r.llm.model))
+            self.llm = OpenAIBackend(EndpointConfig(base_url=r.llm.base_url, model=r.llm.model,
+                                                    api_key_env=r.llm.api_key_env))
         else:
             from seekhelp.backends.server import serve
 
             srv = self._stack.enter_context(serve(r.llm.model))
             self.llm = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
+        if isinstance(self.llm, OpenAIBackend):  # one real call before any rollout: a wrong URL or id stops here
+            from seekhelp.backends.openai_compat import EndpointError
+
+            try:
+                log.info("%s", self.llm.check())
+            except EndpointError as e:
+                self._stack.close()
+                raise EndpointError(f"llm: {e}") from e
         self.grounder = None
         if r.llm.ground:
             from seekhelp.knowledge import KnowledgeBase, grounder

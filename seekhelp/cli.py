@@ -94,17 +94,24 @@ def serve_llm(model: str = "smollm2-135m", port: int = 8000, host: str = "127.0.
 
 
 @contextlib.contextmanager
-def llm_backend(base_url: str | None, model: str | None, embedded: str = "smollm2-135m"):
-    """An OpenAI-compatible backend: the given endpoint, or a `transformers serve` started for the block."""
+def llm_backend(base_url: str | None, model: str | None, embedded: str = "smollm2-135m",
+                api_key_env: str = "OPENAI_API_KEY"):
+    """An OpenAI-compatible backend, checked with one real call: the given endpoint, or a `transformers serve`
+    started for the block."""
     from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
     from seekhelp.backends.server import serve
 
     base_url = base_url or os.environ.get("SEEKHELP_LLM_BASE_URL")
     if base_url:
-        yield OpenAIBackend(EndpointConfig(base_url=base_url, model=model or os.environ.get("SEEKHELP_LLM_MODEL")))
+        b = OpenAIBackend(EndpointConfig(base_url=base_url, model=model or os.environ.get("SEEKHELP_LLM_MODEL"),
+                                         api_key_env=api_key_env))
+        b.check()  # one real call before any model is loaded: a wrong URL, model id or key fails in seconds
+        yield b
         return
     with serve(model or embedded) as srv:
-        yield OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
+        b = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
+        b.check()
+        yield b
 
 
 def print_trajectory(t: Trajectory) -> None:
@@ -153,11 +160,7 @@ def ask(
     if not question.strip():
         fail("--question is empty")
     q = Question(question=question, answers=[], privacy_items=list(private or []), source="cli")
-    with user_errors():
-        if base_url := llm_base_url or os.environ.get("SEEKHELP_LLM_BASE_URL"):
-            from seekhelp.backends.openai_compat import check_reachable
-
-            check_reachable(base_url)  # before loading any model: an unreachable endpoint fails in a second
+    with user_errors(), llm_backend(llm_base_url, llm_model) as llm:  # checked before the SLM is loaded
         from seekhelp.backends.local import TransformersBackend
         from seekhelp.runtime import RuntimeConfig
 
@@ -169,9 +172,8 @@ def ask(
 
             grounder = make_grounder(KnowledgeBase.from_geonames(), k=3)
         cfg = RuntimeConfig(n_max=n_max, guard=guard, slm_temperature=temperature)
-        with llm_backend(llm_base_url, llm_model) as llm:
-            ctx = StrategyContext(slm=slm_backend, llm=llm, config=cfg, grounder=grounder)
-            (traj,) = asyncio.run(run_strategy(strategy, ctx, [q]))
+        ctx = StrategyContext(slm=slm_backend, llm=llm, config=cfg, grounder=grounder)
+        (traj,) = asyncio.run(run_strategy(strategy, ctx, [q]))
     if as_json:
         sys.stdout.write(json.dumps(traj.to_dict(), ensure_ascii=False, indent=2) + "\n")
     else:
@@ -209,14 +211,14 @@ def serve(
     if api_key_env:
         key = os.environ.get(api_key_env, "").strip() or fail(f"--api-key-env {api_key_env}: ${api_key_env} is empty")
     with user_errors():
-        from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend, check_reachable
         from seekhelp.runtime import RuntimeConfig
         from seekhelp.serve import ServeSettings, create_app, serve_forever
         from seekhelp.strategies import StrategyContext
 
         base_url = llm_base_url or os.environ.get("SEEKHELP_LLM_BASE_URL")
-        if base_url:
-            check_reachable(base_url)  # before loading any model
+        upstream = contextlib.ExitStack()
+        if base_url:  # checked with one real call before any model is loaded; the key comes from the named variable
+            llm = upstream.enter_context(llm_backend(base_url, llm_model, api_key_env=llm_api_key_env))
         grounder = None
         if ground:
             from seekhelp.knowledge import KnowledgeBase
@@ -232,10 +234,8 @@ def serve(
             from seekhelp.serve.store import ServedStore
 
             writer = ServedStore(store, {"slm": slm, "llm_model": llm_model, "guard": guard, "ground": ground})
-        with contextlib.ExitStack() as stack:
-            if base_url:  # the upstream's key comes from the variable the user named
-                llm = OpenAIBackend(EndpointConfig(base_url=base_url, model=llm_model, api_key_env=llm_api_key_env))
-            else:  # the embedded model behind `transformers serve`, started for the server's life
+        with upstream as stack:
+            if not base_url:  # the embedded model behind `transformers serve`, started for the server's life
                 llm = stack.enter_context(llm_backend(None, llm_model))
             settings = ServeSettings(max_batch=max_batch, batch_window_ms=batch_window_ms, api_key=key,
                                      max_inflight_batches=max_inflight_batches, max_body_bytes=max_body_bytes,
@@ -247,6 +247,31 @@ def serve(
                       f"guard={guard}{', bearer auth' if key else ''}{f', store={store}' if store else ''}; "
                       "Ctrl-C stops it", highlight=False)
             serve_forever(app_, host=host, port=port)
+
+
+@app.command()
+def doctor(
+    data: Annotated[str | None, typer.Option(help="Data recipe, e.g. pipelines/recipes/demo.yaml")] = None,
+    rl: Annotated[str | None, typer.Option(help="RL recipe")] = None,
+    eval_recipe: Annotated[str | None, typer.Option("--eval", help="Eval recipe")] = None,
+    data_set: Annotated[list[str] | None, typer.Option("--data-set", help="KEY=VALUE override")] = None,
+    rl_set: Annotated[list[str] | None, typer.Option("--rl-set", help="KEY=VALUE override")] = None,
+    eval_set: Annotated[list[str] | None, typer.Option("--eval-set", help="KEY=VALUE override")] = None,
+) -> None:
+    """Check the recipes' endpoints (one real call each) and the client stack, without starting any stage."""
+    logging.basicConfig(level=logging.WARNING)
+    from seekhelp.preflight import doctor as run_doctor
+
+    t0 = time.perf_counter()
+    findings = run_doctor(data, rl, eval_recipe, {"data": data_set or [], "rl": rl_set or [], "eval": eval_set or []})
+    for f in findings:
+        mark = "[green]ok[/green]  " if f.ok else "[red]FAIL[/red]"
+        console.print(f"{mark} {f.what}: {f.detail} ({f.seconds:.1f} s)", highlight=False, soft_wrap=True)
+    bad = [f for f in findings if not f.ok]
+    if bad:
+        raise SeekhelpError(f"doctor: {len(bad)} problem(s) after {time.perf_counter() - t0:.0f} s; first: "
+                            f"{bad[0].what}: {bad[0].detail}")
+    console.print(f"doctor: all {len(findings)} checks passed in {time.perf_counter() - t0:.1f} s", highlight=False)
 
 
 @app.command("push-dataset")

@@ -81,13 +81,25 @@ def build(cls: type[T], data: dict, where: str = "recipe") -> T:
 
 
 def _set(data: dict, dotted: str, raw: str) -> None:
+    """Set `a.b.c` to the YAML value `raw`; a number steps into a list (`endpoints.0.base_url`)."""
     keys = dotted.split(".")
-    node = data
-    for k in keys[:-1]:
-        node = node.setdefault(k, {})
-        if not isinstance(node, dict):
-            raise RecipeError(f"--set {dotted}: {k} is not a mapping")
-    node[keys[-1]] = yaml.safe_load(raw)
+    node: Any = data
+    for i, k in enumerate(keys):
+        last = i == len(keys) - 1
+        if isinstance(node, list):
+            if not k.isdigit() or int(k) >= len(node):
+                raise RecipeError(f"--set {dotted}: {k!r} is not an index of a {len(node)}-item list")
+            if last:
+                node[int(k)] = yaml.safe_load(raw)
+            else:
+                node = node[int(k)]
+        elif isinstance(node, dict):
+            if last:
+                node[k] = yaml.safe_load(raw)
+            else:
+                node = node.setdefault(k, {})
+        else:
+            raise RecipeError(f"--set {dotted}: {keys[i - 1]} is not a mapping")
 
 
 def load_recipe(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:

@@ -5,7 +5,12 @@ Bounded concurrency, prompt/completion tokens recorded per call, and retries don
 and waits what the server asks for in `Retry-After` / `retry-after-ms`, which a hand-written loop got wrong. A 200
 whose body is not a chat completion is the one case the SDK cannot see; it is retried here, from the same budget.
 A call that still fails after the last retry comes back as a Completion with `error` set, never as an exception,
-so one bad request never loses the other episodes of a batch.
+so one bad request never loses the other episodes of a batch, unless every call of a batch failed the same way:
+then the endpoint is down or refuses us, and `generate` raises EndpointError instead of recording each row as
+failed. `check()` is the preflight: one real call through the very client the run will use.
+
+The client is built only through the SDK's own parameters (`timeout` as `openai.Timeout`, `max_retries`), never with
+objects of the HTTP library underneath it: openai 1.x builds on httpx, newer releases on httpx2.
 """
 
 import asyncio
@@ -14,11 +19,10 @@ import os
 import time
 from dataclasses import dataclass
 
-import httpx
 import openai
 
 from seekhelp.backends.base import Completion, GenParams, Message
-from seekhelp.errors import SeekhelpError
+from seekhelp.errors import SeekhelpError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +45,15 @@ class EndpointConfig:
     max_concurrency: int = 16
     max_retries: int = 5  # the SDK's retries per call (backoff 0.5 s doubling to 8 s, or the server's Retry-After)
     timeout_s: float = 120.0
+    batch_failure_stop: int = 4  # a batch of at least this many calls that all fail alike raises (0: never)
 
 
 class EndpointError(SeekhelpError, ValueError):
-    """Nothing answers at an endpoint's base URL (one line, meant for users)."""
+    """An endpoint that cannot serve the run: unreachable, wrong model id, refused key, broken client (one line)."""
 
 
-def check_reachable(base_url: str, timeout_s: float = 5.0) -> None:
-    """Fail fast, in one line, when nothing answers at `base_url` (any HTTP reply, even 401/404, counts as up)."""
-    try:
-        httpx.get(base_url.rstrip("/") + "/models", timeout=timeout_s)
-    except (httpx.HTTPError, httpx.InvalidURL) as e:
-        raise EndpointError(f"{base_url}: endpoint not reachable ({type(e).__name__}: {e})") from e
+def _short(e: BaseException) -> str:
+    return f"{type(e).__name__}: {one_line(e)[:240]}"
 
 
 def restore_stop(text: str, stop: list[str] | None) -> str:
@@ -75,7 +76,8 @@ class OpenAIBackend:
         base_url = self.config.base_url or os.environ.get("SEEKHELP_LLM_BASE_URL") or os.environ.get("OPENAI_BASE_URL")
         model = self.config.model or os.environ.get("SEEKHELP_LLM_MODEL")
         if not model:
-            raise ValueError("LLM model name missing: set it in the recipe (llm.model) or $SEEKHELP_LLM_MODEL")
+            raise EndpointError("LLM model name missing: set it in the recipe (llm.model), with --llm-model, or in "
+                                "$SEEKHELP_LLM_MODEL")
         self.model = model
         self.name = self.config.label or model
         self.base_url = base_url
@@ -93,12 +95,61 @@ class OpenAIBackend:
         key = os.environ.get(self.config.api_key_env) or "not-needed"
         self._client = self._injected or openai.AsyncOpenAI(
             base_url=self.base_url, api_key=key, max_retries=self.config.max_retries,
-            timeout=httpx.Timeout(self.config.timeout_s, connect=10.0))
+            timeout=openai.Timeout(self.config.timeout_s, connect=10.0))  # the SDK's own Timeout class
         self._sem, self._loop = asyncio.Semaphore(self.config.max_concurrency), loop
+
+    @property
+    def where(self) -> str:
+        return f"LLM endpoint {self.name!r} at {self.base_url or '(default base URL)'}"
 
     async def generate(self, conversations: list[list[Message]], params: GenParams) -> list[Completion]:
         self._bind_loop()
-        return list(await asyncio.gather(*(self._one(c, params) for c in conversations)))
+        outs = list(await asyncio.gather(*(self._one(c, params) for c in conversations)))
+        stop = self.config.batch_failure_stop
+        if stop and len(outs) >= stop and all(o.error for o in outs) and len({o.error for o in outs}) == 1:
+            raise EndpointError(f"{self.where}: all {len(outs)} calls of a batch failed alike ({outs[0].error}); "
+                                "stopping instead of recording every row as failed")
+        return outs
+
+    async def acheck(self, timeout_s: float = 30.0) -> str:
+        """The preflight: list the served models, then one 1-token chat completion, through this backend's own client.
+        Raises EndpointError in one line naming the endpoint and the fix; returns what was checked."""
+        try:
+            self._bind_loop()
+            client = self._client.with_options(max_retries=1, timeout=timeout_s)
+        except Exception as e:  # an SDK that refuses our arguments: fail here, not after an hour of work
+            raise EndpointError(f"{self.where}: the openai client could not be built ({_short(e)})") from e
+        served: list[str] | None = None
+        try:
+            served = [m.id for m in (await client.models.list()).data]
+        except openai.AuthenticationError as e:
+            raise EndpointError(f"{self.where}: the API key was refused (set ${self.config.api_key_env})") from e
+        except openai.APIConnectionError as e:
+            raise EndpointError(f"{self.where}: not reachable ({_short(e)})") from e
+        except openai.APIError:
+            served = None  # no model listing (some servers lack it): the chat call below decides
+        try:
+            await client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "ping"}],
+                                                 max_tokens=1, temperature=0.0)
+        except openai.APIError as e:
+            if served is not None and self.model not in served:
+                raise EndpointError(f"{self.where}: model {self.model!r} is not served there (served: "
+                                    f"{', '.join(served[:8]) or 'none'})") from e
+            raise EndpointError(f"{self.where}: a one-token chat call failed ({_short(e)})") from e
+        except Exception as e:  # anything else the SDK raises (a bug between it and its HTTP library included)
+            raise EndpointError(f"{self.where}: the openai client failed on a one-token call ({_short(e)})") from e
+        return f"{self.where}: model {self.model!r} answers"
+
+    def check(self, timeout_s: float = 30.0) -> str:
+        """`acheck` from synchronous code (its own event loop; the HTTP pool is closed again)."""
+
+        async def go() -> str:
+            try:
+                return await self.acheck(timeout_s)
+            finally:
+                await self.aclose()
+
+        return asyncio.run(go())
 
     async def _one(self, messages: list[Message], params: GenParams) -> Completion:
         kwargs = dict(model=self.model, messages=messages, max_tokens=params.max_new_tokens,

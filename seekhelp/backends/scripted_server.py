@@ -40,8 +40,10 @@ class _Listener(ThreadingHTTPServer):
 
 class ScriptedServer:
     def __init__(self, reply: Callable[[list[dict]], str] = default_reply, faults: Faults | None = None,
-                 port: int = 0):
-        self.reply, self.faults = reply, faults or Faults()
+                 port: int = 0, models: list[str] | None = None):
+        """`models`: the ids /v1/models lists; when given, a chat request for another id gets 404, as OpenAI and
+        vLLM answer (None: any id is answered and "scripted" is listed)."""
+        self.reply, self.faults, self.models = reply, faults or Faults(), models
         self.requests: list[dict] = []  # every request body received, in order (faulty ones too)
         self.request_times: list[float] = []  # time.monotonic() of each chat request, in the same order
         self.counts: dict[str, int] = {"ok": 0, "429": 0, "500": 0, "slow": 0, "bad": 0}
@@ -89,7 +91,9 @@ class ScriptedServer:
 
             def do_GET(self):
                 if self.path.rstrip("/") in ("/health", "/v1/models"):
-                    self._send(200, b'{"status":"ok","data":[{"id":"scripted"}]}')
+                    ids = server.models or ["scripted"]
+                    self._send(200, json.dumps({"status": "ok", "object": "list", "data": [
+                        {"id": i, "object": "model", "created": 0, "owned_by": "seekhelp"} for i in ids]}).encode())
                 else:
                     self._send(404, b"{}")
 
@@ -98,6 +102,10 @@ class ScriptedServer:
                     self.rfile.read(int(self.headers.get("Content-Length", 0)))
                     return self._send(404, b'{"error":{"message":"not found"}}')
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+                if server.models is not None and body.get("model") not in server.models:
+                    return self._send(404, json.dumps({"error": {
+                        "message": f"The model `{body.get('model')}` does not exist.", "type": "invalid_request_error",
+                        "code": "model_not_found"}}).encode())
                 kind = server._pick()
                 with server._lock:
                     server.requests.append(body)

@@ -106,7 +106,7 @@ class Endpoints:
         if e.kind == "kb-retriever":
             from seekhelp.backends.scripted_server import ScriptedServer
 
-            srv = self.stack.enter_context(ScriptedServer(reply=kb_reply(self.kb(), e.top_k)))
+            srv = self.stack.enter_context(ScriptedServer(reply=kb_reply(self.kb(), e.top_k), models=["kb-retriever"]))
             base_url, model, label = srv.base_url, "kb-retriever", e.label or "kb-retriever"
             how = f"kb-retriever: local HTTP server, replies = top-{e.top_k} geonames facts (BM25), tokens = words"
         elif not base_url:

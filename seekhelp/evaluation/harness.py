@@ -4,6 +4,11 @@ Each SLM is loaded once (TransformersBackend) and released after its last run; e
 shared (the embedded `transformers serve`, or the kb-retriever: a real local OpenAI-compatible HTTP server whose
 replies are knowledge-base retrieval). All questions of a run go through ONE run_strategy call (the runtime
 batches the SLM and overlaps the LLM calls), inside one event loop for the whole eval.
+
+Before the first run every endpoint the plan uses is started and checked with one real call (a wrong URL or model
+id stops the eval in seconds). Each finished run is recorded in `eval_runs_done`; when a later run fails, the
+report is still written for the runs that finished (marked incomplete), and a rerun of the same recipe reuses the
+finished runs from the store (same recipe, same SLM weights) instead of running them again.
 """
 
 import asyncio
@@ -18,12 +23,49 @@ from typing import Any
 import pyarrow as pa
 
 from seekhelp.config import RecipeError, to_dict
+from seekhelp.errors import SeekhelpError, one_line
 from seekhelp.evaluation import aggregate
 from seekhelp.evaluation.endpoints import Endpoints, NoLLM, SLMs, kb_reply, resolve_slm  # noqa: F401 (re-exported)
 from seekhelp.evaluation.recipe import EvalRecipe, RunSpec
-from seekhelp.records import Question, Trajectory
+from seekhelp.records import Question, Trajectory, content_hash
 
 log = logging.getLogger("seekhelp.eval")
+
+EVAL_RUNS_DONE_DDL = """
+CREATE TABLE IF NOT EXISTS eval_runs_done (
+    eval_id VARCHAR, run_name VARCHAR, slm_key VARCHAR, wall_s DOUBLE, trajectory_ids VARCHAR[],
+    finished_at TIMESTAMP, PRIMARY KEY (eval_id, run_name));
+"""
+
+
+class EvalIncomplete(SeekhelpError):
+    """A run of the eval failed; the report covers the runs that finished before it."""
+
+
+def slm_key(slm: str) -> str:
+    """The SLM's identity for reuse: its name plus, for a model folder, the size and time of its weights (a
+    retrained checkpoint at the same path is a different SLM)."""
+    p = Path(slm)
+    files = sorted(f for f in p.glob("*") if f.suffix in (".json", ".safetensors", ".bin")) if p.is_dir() else []
+    return content_hash(slm, [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
+
+
+def finished_run(store, eval_id: str, run_name: str, slm: str) -> tuple[list[Trajectory], float] | None:
+    """The stored trajectories and wall time of this run when an earlier attempt of the same eval finished it."""
+    rows = store.sql("SELECT slm_key, wall_s, trajectory_ids FROM eval_runs_done WHERE eval_id = $e AND "
+                     "run_name = $r", {"e": eval_id, "r": run_name}).to_dicts()
+    if not rows or rows[0]["slm_key"] != slm_key(slm):
+        return None
+    ids = list(rows[0]["trajectory_ids"] or [])
+    trajs = store.trajectories(ids)
+    return (trajs, rows[0]["wall_s"]) if len(trajs) == len(ids) else None
+
+
+def mark_finished(store, eval_id: str, run_name: str, slm: str, trajs: list[Trajectory], wall: float) -> None:
+    with store.transaction() as con:
+        con.execute("DELETE FROM eval_runs_done WHERE eval_id = ? AND run_name = ?", [eval_id, run_name])
+        con.execute("INSERT INTO eval_runs_done VALUES (?, ?, ?, ?, ?, now())",
+                    [eval_id, run_name, slm_key(slm), wall, [t.id for t in trajs]])
 
 EVAL_METRICS_DDL = """
 CREATE TABLE IF NOT EXISTS eval_metrics (
@@ -154,38 +196,74 @@ def stored_easy(store, slm: str) -> dict[str, bool]:
     return {r["question_id"]: bool(r["e"]) for r in rows}
 
 
+async def preflight(recipe: EvalRecipe, endpoints: Endpoints, plan) -> None:
+    """Start every endpoint the plan and the judge use and make one real call to each HTTP one."""
+    from seekhelp.backends.openai_compat import EndpointError, OpenAIBackend
+
+    names = dict.fromkeys(run.llm for _, run, _ in plan if run.strategy != "slm_cot")
+    if recipe.judge.llm_judge:
+        names[recipe.judge.endpoint] = None
+    for name in names:
+        b = endpoints.backend(name)
+        if isinstance(b, OpenAIBackend):
+            try:
+                log.info("%s", await b.acheck())
+            except EndpointError as e:
+                raise EndpointError(f"endpoints.{name}: {e}") from e
+
+
 async def _run_all(recipe, store, endpoints, slms, plan, questions, run_id, progress):
-    results = []
+    """Every run of the plan in turn; returns (results, judge verdicts, failure): failure is None, or the name of
+    the run that raised and the error, with the runs before it in results."""
+    results, failure = [], None
     with progress:
         task = progress.add_task("eval", total=len(plan))
+        progress.update(task, description="checking endpoints")
+        await preflight(recipe, endpoints, plan)
         for kind, run, slm in plan:
             progress.update(task, description=f"{run.name} ({len(questions)} q)")
-            e = recipe.endpoint(run.llm)
-            llm = NoLLM() if run.strategy == "slm_cot" else endpoints.backend(run.llm)
-            from seekhelp.strategies import StrategyContext, run_strategy
-
-            ctx = StrategyContext(slm=slms.get(slm), llm=llm, grounder=endpoints.grounder(e),
-                                  config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
-                                                 run_tag=run.name),  # two runs never share trajectory ids
-                                  cascade_threshold=run.cascade_threshold)
-            t0 = time.perf_counter()
-            trajs = await run_strategy(run.strategy, ctx, list(questions.values()))
-            wall = time.perf_counter() - t0
-            slms.done(slm)
-            for t in trajs:
-                t.strategy = run.strategy
-            store_run(store, trajs, questions, run_id)
-            em = sum(aggregate.metrics.exact_match(t.final_answer, questions[t.question_id].answers) for t in trajs)
-            log.info("%s: EM %d/%d, %d LLM calls, %.1f s", run.name, em, len(trajs),
-                     sum(t.n_llm_calls for t in trajs), wall)
+            if (done := finished_run(store, recipe.eval_id, run.name, slm)) is not None:
+                log.info("%s: finished by an earlier attempt of this eval, reused from the store", run.name)
+                slms.done(slm)
+                results.append((kind, run, slm, *done))
+                progress.advance(task)
+                continue
+            try:
+                trajs, wall = await _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id)
+            except Exception as e:  # keep what finished: the report is written for the runs before this one
+                log.error("%s failed: %s", run.name, one_line(e), exc_info=not isinstance(e, SeekhelpError))
+                failure = (run.name, e)
+                break
             results.append((kind, run, slm, trajs, wall))
             progress.advance(task)
         judge = {}
-        if recipe.judge.llm_judge:
+        if recipe.judge.llm_judge and failure is None:
             progress.update(task, description=f"LLM judge (up to {recipe.judge.limit} calls)")
             judge = await llm_judge(store, recipe, endpoints, results, questions, run_id)
     await endpoints.aclose()
-    return results, judge
+    return results, judge, failure
+
+
+async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
+    from seekhelp.strategies import StrategyContext, run_strategy
+
+    e = recipe.endpoint(run.llm)
+    llm = NoLLM() if run.strategy == "slm_cot" else endpoints.backend(run.llm)
+    ctx = StrategyContext(slm=slms.get(slm), llm=llm, grounder=endpoints.grounder(e),
+                          config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
+                                         run_tag=run.name),  # two runs never share trajectory ids
+                          cascade_threshold=run.cascade_threshold)
+    t0 = time.perf_counter()
+    trajs = await run_strategy(run.strategy, ctx, list(questions.values()))
+    wall = time.perf_counter() - t0
+    slms.done(slm)
+    for t in trajs:
+        t.strategy = run.strategy
+    store_run(store, trajs, questions, run_id)
+    mark_finished(store, recipe.eval_id, run.name, slm, trajs, wall)
+    em = sum(aggregate.metrics.exact_match(t.final_answer, questions[t.question_id].answers) for t in trajs)
+    log.info("%s: EM %d/%d, %d LLM calls, %.1f s", run.name, em, len(trajs), sum(t.n_llm_calls for t in trajs), wall)
+    return trajs, wall
 
 
 def _progress(enabled: bool):
@@ -214,14 +292,14 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
             plan.append((kind, run, slm))
     plan = with_easy_probes(plan)
     with Store(recipe.store) as store, contextlib.ExitStack() as stack:
-        store.execute(EVAL_METRICS_DDL)
+        store.execute(EVAL_METRICS_DDL + EVAL_RUNS_DONE_DDL)
         datasets = load_datasets(store, recipe)
         questions = {q.id: q for qs in datasets.values() for q in qs}
         run_id = store.start_run("eval", to_dict(recipe), models={"runs": {r.name: s for _, r, s in plan}},
                                  run_id=eval_id)
         slms = SLMs(plan, recipe.slm_batch_size)
         endpoints = Endpoints(recipe, stack, slms)
-        results, judge = asyncio.run(_run_all(recipe, store, endpoints, slms, plan, questions, run_id,
+        results, judge, failure = asyncio.run(_run_all(recipe, store, endpoints, slms, plan, questions, run_id,
                                               _progress(recipe.progress)))
         embedder = load_embedder(recipe.bertscore.model, recipe.bertscore.batch_size, recipe.bertscore.max_length)
         slices = slice_ids(store, recipe, questions)
@@ -262,11 +340,22 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         rl_rounds = []
         if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'rl_rounds'")["n"][0]:
             rl_rounds = store.sql("SELECT * FROM rl_rounds ORDER BY round").to_dicts()
-        store.finish_run(run_id, "ok")
+        store.finish_run(run_id, "ok" if failure is None else "failed",
+                         None if failure is None else f"{failure[0]}: {one_line(failure[1])}")
         setup = {"eval_id": eval_id, "recipe": recipe, "datasets": {k: len(v) for k, v in datasets.items()},
                  "endpoints": list(endpoints.described.values()), "skipped": skipped, "embedder": embedder.name,
                  "semantic_embedder": embedder.semantic, "judge_verdicts": judge,
                  "wall_s": time.perf_counter() - t_start}
+        if failure is not None:
+            setup["incomplete"] = {"failed_run": failure[0], "error": one_line(failure[1]),
+                                   "finished": len(results), "planned": len(plan)}
+    if failure is not None and not rows:
+        raise EvalIncomplete(f"eval stopped at run {failure[0]!r} before any run finished: "
+                             f"{one_line(failure[1])}") from failure[1]
     report = write_report(Path(recipe.reports_dir) / recipe.name, rows, setup, rl_rounds)
+    if failure is not None:
+        raise EvalIncomplete(f"eval stopped at run {failure[0]!r} ({one_line(failure[1])}); the report for the "
+                             f"{len(results)} of {len(plan)} runs that finished, marked incomplete: {report}; "
+                             "a rerun reuses them and runs the rest") from failure[1]
     return {"eval_id": eval_id, "report": str(report), "rows": len(rows), "skipped": [s["name"] for s in skipped],
             "wall_s": round(time.perf_counter() - t_start, 1)}

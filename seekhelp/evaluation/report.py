@@ -187,8 +187,12 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     ds = primary_dataset(rows)
     main_rows = [r for r in rows if r["dataset"] == ds]
     title = setup.get("title") or (setup["recipe"].name if setup.get("recipe") is not None else "eval")
-    lines = [f"# Evaluation report: {title}", "", f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.", "",
-             *_setup_lines(setup, rows), ""]
+    lines = [f"# Evaluation report: {title}", "", f"Written {time.strftime('%Y-%m-%d %H:%M:%S')}.", ""]
+    if inc := setup.get("incomplete"):
+        lines += [f"> **Incomplete.** Run **{inc['failed_run']}** failed ({inc['error']}); {inc['finished']} of "
+                  f"{inc['planned']} runs finished and only they are reported below. Rerunning the same recipe "
+                  "reuses the finished runs and runs the rest.", ""]
+    lines += [*_setup_lines(setup, rows), ""]
     for name in dict.fromkeys(r["dataset"] for r in rows if SLICE_SEP not in r["dataset"]):
         runs = [r for r in rows if r["dataset"] == name and r.get("kind", "run") == "run"]
         if runs:

@@ -340,6 +340,28 @@ class Store:
                 con.unregister("ids_src")
         return {r[0] for r in rows}
 
+    def trajectories(self, ids: Sequence[str]) -> list[Trajectory]:
+        """The stored trajectories with these ids, turns included, in the order of `ids` (missing ids skipped)."""
+        src = pa.table({"id": pa.array(list(ids), pa.string())})
+        with self.transaction() as con:
+            con.register("ids_src", src)
+            try:
+                heads = con.sql("SELECT t.* FROM trajectories t JOIN ids_src USING (id)").pl().to_dicts()
+                turns = con.sql("SELECT u.* FROM turns u JOIN ids_src s ON u.trajectory_id = s.id "
+                                "ORDER BY u.trajectory_id, u.idx").pl().to_dicts()
+            finally:
+                con.unregister("ids_src")
+        by_id: dict[str, list[dict]] = {}
+        for u in turns:
+            by_id.setdefault(u["trajectory_id"], []).append(u)
+        out = {}
+        for h in heads:
+            created = h.get("created_at")
+            h["created_at"] = created.timestamp() if created is not None else 0.0
+            h["turns"] = [{**u, "errors": list(u["errors"] or [])} for u in by_id.get(h["id"], [])]
+            out[h["id"]] = Trajectory.from_dict(h)
+        return [out[i] for i in ids if i in out]
+
     def counts(self) -> dict[str, int]:
         with self.transaction() as con:
             return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES if t != "meta"}

@@ -43,7 +43,7 @@ CASES = {
     "recipe-invalid-yaml": (GEN, ["--config", "{bad}/invalid.yaml"], ["invalid.yaml", "yaml"]),
     "recipe-override-without-value": (GEN, ["judge.llm_judge"], ["judge.llm_judge", "key=value"]),
     "judge-endpoint-unreachable": (GEN, ["endpoint.base_url=http://127.0.0.1:{port}/v1", "judge.llm_judge=true"],
-                                   ["endpoint.base_url", "127.0.0.1:{port}", "not reachable"]),
+                                   ["endpoint: ", "127.0.0.1:{port}", "not reachable"]),
     "ask-endpoint-unreachable": (CLI, ["ask", "--llm-base-url", "http://127.0.0.1:{port}/v1", "--llm-model", "x",
                                        "--question", "q"], ["127.0.0.1:{port}", "not reachable"]),
     "ask-wrong-model": (CLI, ["ask", "--slm", "no-such-model", "--question", "q"], ["no-such-model",

@@ -4,6 +4,8 @@ server's Retry-After is what the client waits."""
 import asyncio
 import time
 
+import pytest
+
 from seekhelp import protocol
 from seekhelp.backends.base import GenParams
 from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend, restore_stop
@@ -11,6 +13,8 @@ from seekhelp.backends.scripted_server import Faults, ScriptedServer
 from seekhelp.records import Question
 from seekhelp.runtime import Runtime, RuntimeConfig
 from tests.fakes import ScriptedSLM
+
+pytestmark = pytest.mark.openai_client  # make test-compat: both ends of the openai SDK range
 
 
 def _cfg(server, **kw):

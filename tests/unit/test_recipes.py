@@ -177,3 +177,13 @@ def test_a_hub_split_flashrag_lacks_is_refused():
     hotpot.splits["test"], hotpot.carve = "test", {"validation": 0.02}
     assert chain_errors(chain) == ["data: hotpotqa: splits.test: the Hub has no 'test' split for hotpotqa "
                                    "(it has: train, dev; carve test from one of those)"]
+
+
+def test_set_overrides_step_into_lists_and_refuse_a_bad_index(tmp_path):
+    from seekhelp.config import RecipeError
+    from seekhelp.evaluation import recipe as recipes
+
+    r = recipes.load("evals/demo.yaml", ["endpoints.1.top_k=5", "runtime.n_max=2"])
+    assert r.endpoints[1].top_k == 5 and r.runtime.n_max == 2
+    with pytest.raises(RecipeError, match="'9' is not an index of a 2-item list"):
+        recipes.load("evals/demo.yaml", ["endpoints.9.top_k=5"])

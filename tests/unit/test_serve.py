@@ -22,6 +22,8 @@ from seekhelp.serve import ServeSettings, create_app, serving
 from seekhelp.strategies import StrategyContext
 from tests.fakes import ScriptedSLM
 
+pytestmark = pytest.mark.openai_client  # make test-compat: both ends of the openai SDK range
+
 QUESTION = "My cousin Aurelia Vantongeren lives in Peru; which city is its capital?"
 LABEL = "The user's cousin Aurelia Vantongeren lives in Peru."
 

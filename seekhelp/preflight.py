@@ -1,0 +1,164 @@
+"""Fail in seconds: one real call to every endpoint a stage will use, before its work starts.
+
+Every stage (data, RL, eval, `seekhelp ask` / `serve`) checks its endpoints with `check_endpoint`, which builds the
+very `OpenAIBackend` the run builds and makes one real call through it (the model list, then a 1-token chat
+completion): a wrong URL, a model id the server does not serve, a refused key or an SDK that will not build its
+client stops the stage in one line, not after an hour of per-row failures.
+
+`seekhelp doctor` runs the same checks for a set of recipes without starting any stage, and `make demo` calls it
+first. Endpoints a stage starts itself (the embedded `transformers serve`, the kb-retriever) are checked by the
+stage once they are up; doctor checks what it can without loading a model: the client stack against a local
+stand-in server, and that the serving code imports.
+"""
+
+import importlib
+import importlib.util
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from seekhelp.errors import one_line
+
+
+@dataclass
+class Endpoint:
+    """An endpoint as a recipe names it: `field` says where (e.g. "endpoints.main", "llm")."""
+
+    field: str
+    base_url: str | None  # None: the stage starts it (embedded `transformers serve`, kb-retriever)
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    kind: str = "openai"  # openai | embedded | kb-retriever
+
+
+def check_endpoint(field: str, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
+                   label: str | None = None, timeout_s: float = 30.0) -> str:
+    """One real call through a fresh OpenAIBackend; raises EndpointError whose line starts with the recipe field."""
+    from seekhelp.backends.openai_compat import EndpointConfig, EndpointError, OpenAIBackend
+
+    try:
+        backend = OpenAIBackend(EndpointConfig(base_url=base_url, model=model, api_key_env=api_key_env,
+                                               label=label or model))
+        return backend.check(timeout_s)
+    except EndpointError as e:
+        if not field:
+            raise
+        raise EndpointError(f"{field}: {e}") from e
+
+
+def data_endpoints(recipe) -> list[Endpoint]:
+    """The endpoints a data recipe (pipelines.generate.DataRecipe) calls."""
+    out = []
+    if recipe.injection.kind == "llm" or recipe.judge.llm_judge:
+        e = recipe.endpoint
+        out.append(Endpoint("endpoint", e.base_url, e.model, e.api_key_env, "openai" if e.base_url else "embedded"))
+    t = recipe.teacher
+    if t.kind == "runtime":
+        for role in ("slm", "llm"):
+            e = getattr(t, role)
+            if e is not None:
+                out.append(Endpoint(f"teacher.{role}", e.base_url, e.model, e.api_key_env,
+                                    "openai" if e.base_url else "embedded"))
+    return out
+
+
+def rl_endpoints(recipe) -> list[Endpoint]:
+    """The LLM an RL recipe (rl.loop.RLRecipe) samples against (`kind: local` runs in-process: nothing to call)."""
+    e = recipe.llm
+    if e.kind == "local":
+        return []
+    return [Endpoint("llm", e.base_url, e.model, e.api_key_env,
+                     "openai" if e.base_url else "embedded")]
+
+
+def eval_endpoints(recipe) -> list[Endpoint]:
+    """The endpoints an eval recipe's runs and judge use (in-process `kind: local` ones need no call)."""
+    used = {r.llm for _, r in recipe.all_runs() if r.strategy != "slm_cot"}
+    if recipe.judge.llm_judge:
+        used.add(recipe.judge.endpoint)
+    out = []
+    for e in recipe.endpoints:
+        if e.name not in used or e.kind == "local":
+            continue
+        kind = "kb-retriever" if e.kind == "kb-retriever" else ("openai" if e.base_url else "embedded")
+        out.append(Endpoint(f"endpoints.{e.name}", e.base_url if kind == "openai" else None, e.model,
+                            e.api_key_env, kind))
+    return out
+
+
+def check_client_stack(timeout_s: float = 30.0) -> str:
+    """The installed openai SDK builds our client and completes one call against a local stand-in server."""
+    from seekhelp.backends.scripted_server import ScriptedServer
+
+    with ScriptedServer() as srv:
+        check_endpoint("", srv.base_url, "scripted", timeout_s=timeout_s)
+    import openai
+
+    return f"openai {openai.__version__}: client built, one call completed against a local server"
+
+
+def check_serving_code() -> str:
+    """What `transformers serve` needs imports (the embedded endpoint is started by the stages)."""
+    import transformers
+
+    if not any(importlib.util.find_spec(m) for m in ("transformers.cli.serve", "transformers.commands.serving")):
+        raise ImportError(f"transformers {transformers.__version__} has no `serve` command")
+    for mod in ("fastapi", "uvicorn", "openai"):
+        importlib.import_module(mod)
+    return f"transformers {transformers.__version__}: `transformers serve` and its serving extra import"
+
+
+@dataclass
+class Finding:
+    ok: bool
+    what: str
+    detail: str
+    seconds: float
+
+
+def _run(what: str, fn) -> Finding:
+    t0 = time.perf_counter()
+    try:
+        return Finding(True, what, fn(), time.perf_counter() - t0)
+    except Exception as e:  # every problem becomes one line; doctor reports them all, not just the first
+        return Finding(False, what, one_line(e), time.perf_counter() - t0)
+
+
+def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = None,
+           overrides: dict[str, list[str]] | None = None) -> list[Finding]:
+    """Check the recipes' endpoints and the client stack without starting any stage."""
+    from seekhelp.config import load_recipe
+
+    overrides = overrides or {}
+    findings = [_run("openai client", check_client_stack)]
+    endpoints: list[tuple[str, Endpoint]] = []
+    if data:
+        from pipelines.generate import DataRecipe
+
+        r = _run(f"data recipe {data}", lambda: load_recipe(DataRecipe, data, overrides.get("data")) and "parses")
+        findings.append(r)
+        if r.ok:
+            endpoints += [(data, e) for e in data_endpoints(load_recipe(DataRecipe, data, overrides.get("data")))]
+    if rl:
+        from rl.loop import RLRecipe
+
+        r = _run(f"rl recipe {rl}", lambda: load_recipe(RLRecipe, rl, overrides.get("rl")) and "parses")
+        findings.append(r)
+        if r.ok:
+            endpoints += [(rl, e) for e in rl_endpoints(load_recipe(RLRecipe, rl, overrides.get("rl")))]
+    if eval_:
+        from seekhelp.evaluation import recipe as eval_recipes
+
+        r = _run(f"eval recipe {eval_}", lambda: eval_recipes.load(eval_, overrides.get("eval")) and "parses")
+        findings.append(r)
+        if r.ok:
+            endpoints += [(eval_, e) for e in eval_endpoints(eval_recipes.load(eval_, overrides.get("eval")))]
+    if any(e.kind == "embedded" for _, e in endpoints):
+        findings.append(_run("embedded endpoint", check_serving_code))
+    for path, e in endpoints:
+        where = f"{Path(path).name}: {e.field}"
+        if e.kind == "openai":
+            findings.append(_run(where, lambda e=e: check_endpoint("", e.base_url, e.model, e.api_key_env)))
+        else:
+            findings.append(Finding(True, where, f"{e.kind}: started and checked by the stage itself", 0.0))
+    return findings
