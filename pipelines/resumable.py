@@ -38,6 +38,16 @@ def injected_seeds(store, no_generation: str, no_output: str) -> set[str]:
     return set(rows["sid"].to_list())
 
 
+def stop_if_failed_alike(stage: str, reasons: list[str], n: int) -> None:
+    """A chunk of at least 4 items that all failed for the same reason means the endpoint is down or refuses us:
+    stop (the chunks before it are stored, a rerun resumes) instead of recording every later item as failed."""
+    from seekhelp.backends.openai_compat import EndpointError
+
+    if n >= 4 and len(reasons) == n and len(set(reasons)) == 1:
+        raise EndpointError(f"{stage}: all {n} items of a chunk failed alike ({str(reasons[0])[:200]}); the chunks "
+                            "before it are stored, rerun to resume once the endpoint answers")
+
+
 def stored_questions(store, seed_ids: list[str]) -> list[Question]:
     rows = store.sql("SELECT * FROM questions WHERE json_extract_string(meta, '$.seed_id') IN (SELECT unnest($ids))"
                      " ORDER BY id", {"ids": seed_ids}).to_dicts()
@@ -69,6 +79,8 @@ def inject(recipe, store, seeds: list[Seed], base_url: str, model: str, shard_di
                                                 for r in rejected], run_id)
         store.ingest_shards(shard_dir)
         log.info("injection chunk %d: %d questions, %d rejected (stored)", i + 1, len(qs), len(rejected))
+        if not qs:
+            stop_if_failed_alike("LLM injection", [r["reason"] for r in rejected], len(chunk))
     return stored_questions(store, [s.id for s in seeds])
 
 
@@ -111,4 +123,6 @@ def judge(recipe, store, base_url: str, model: str, shard_dir: Path, run_id: str
             write_shard(shard_dir, "failures", failed, run_id)
         store.ingest_shards(shard_dir)
         n += len(rows)
+        if not rows:
+            stop_if_failed_alike("LLM judge", [f["reason"] for f in failed], len(items))
     return n

@@ -34,3 +34,18 @@ def tiny_model_dir(tmp_path_factory, smollm2_dir) -> str:
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+def pytest_report_header(config):
+    """Which openai SDK and HTTP libraries the run uses (`make test-compat` runs the client tests on two ends)."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "-"
+
+    import openai
+
+    return f"openai {openai.__version__} (httpx {version('httpx')}, httpx2 {version('httpx2')})"

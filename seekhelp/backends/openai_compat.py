@@ -52,6 +52,9 @@ class EndpointError(SeekhelpError, ValueError):
     """An endpoint that cannot serve the run: unreachable, wrong model id, refused key, broken client (one line)."""
 
 
+PREFLIGHT_MESSAGES = [{"role": "user", "content": "ping"}]  # the preflight's 1-token call (stand-ins log it apart)
+
+
 def _short(e: BaseException) -> str:
     return f"{type(e).__name__}: {one_line(e)[:240]}"
 
@@ -128,16 +131,20 @@ class OpenAIBackend:
             raise EndpointError(f"{self.where}: not reachable ({_short(e)})") from e
         except openai.APIError:
             served = None  # no model listing (some servers lack it): the chat call below decides
-        try:
-            await client.chat.completions.create(model=self.model, messages=[{"role": "user", "content": "ping"}],
-                                                 max_tokens=1, temperature=0.0)
-        except openai.APIError as e:
-            if served is not None and self.model not in served:
-                raise EndpointError(f"{self.where}: model {self.model!r} is not served there (served: "
-                                    f"{', '.join(served[:8]) or 'none'})") from e
-            raise EndpointError(f"{self.where}: a one-token chat call failed ({_short(e)})") from e
-        except Exception as e:  # anything else the SDK raises (a bug between it and its HTTP library included)
-            raise EndpointError(f"{self.where}: the openai client failed on a one-token call ({_short(e)})") from e
+        ping = self._client.with_options(timeout=timeout_s)  # the run's retries: a busy server's 429/5xx waited out
+        for attempt in range(3):
+            try:
+                await ping.chat.completions.create(model=self.model, messages=PREFLIGHT_MESSAGES, max_tokens=1,
+                                                   temperature=0.0)
+                break
+            except (openai.APIStatusError, openai.APIConnectionError) as e:
+                if served is not None and self.model not in served:
+                    raise EndpointError(f"{self.where}: model {self.model!r} is not served there (served: "
+                                        f"{', '.join(served[:8]) or 'none'})") from e
+                raise EndpointError(f"{self.where}: a one-token chat call failed ({_short(e)})") from e
+            except Exception as e:  # a body that is not a chat completion (tried 3 times), or a bug under the SDK
+                if attempt == 2:
+                    raise EndpointError(f"{self.where}: no valid reply to a one-token chat call ({_short(e)})") from e
         return f"{self.where}: model {self.model!r} answers"
 
     def check(self, timeout_s: float = 30.0) -> str:

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from seekhelp.backends.openai_compat import PREFLIGHT_MESSAGES
+
 
 def default_reply(messages: list[dict]) -> str:
     last = messages[-1]["content"] if messages else ""
@@ -45,6 +47,7 @@ class ScriptedServer:
         vLLM answer (None: any id is answered and "scripted" is listed)."""
         self.reply, self.faults, self.models = reply, faults or Faults(), models
         self.requests: list[dict] = []  # every request body received, in order (faulty ones too)
+        self.pings: list[dict] = []  # the preflight's 1-token calls: answered (and faulted) alike, kept apart
         self.request_times: list[float] = []  # time.monotonic() of each chat request, in the same order
         self.counts: dict[str, int] = {"ok": 0, "429": 0, "500": 0, "slow": 0, "bad": 0}
         self._rng = random.Random(self.faults.seed)
@@ -108,9 +111,12 @@ class ScriptedServer:
                         "code": "model_not_found"}}).encode())
                 kind = server._pick()
                 with server._lock:
-                    server.requests.append(body)
-                    server.request_times.append(time.monotonic())
-                    server.counts[kind] = server.counts.get(kind, 0) + 1
+                    if body.get("messages") == PREFLIGHT_MESSAGES and body.get("max_tokens") == 1:
+                        server.pings.append(body)  # counted apart: tests count the calls of the work itself
+                    else:
+                        server.requests.append(body)
+                        server.request_times.append(time.monotonic())
+                        server.counts[kind] = server.counts.get(kind, 0) + 1
                 if kind == "429":
                     return self._send(429, b'{"error":{"message":"rate limited","type":"rate_limit"}}',
                                       server.faults.retry_headers)

@@ -32,7 +32,7 @@ def test_check_passes_on_a_served_model_and_names_the_served_ones_otherwise():
         assert "answers" in _backend(srv.base_url, "qwen3-8b").check()
         with pytest.raises(EndpointError, match=r"model 'qwen3' is not served there \(served: qwen3-8b\)"):
             _backend(srv.base_url, "qwen3").check()
-        assert len(srv.requests) == 1  # the refused id never reached the script
+        assert len(srv.pings) == 1 and srv.requests == []  # the refused id never reached the script
 
 
 def test_check_fails_in_seconds_when_nothing_listens():
@@ -52,7 +52,7 @@ def test_a_client_the_sdk_refuses_to_build_fails_the_check_not_the_run(monkeypat
         monkeypatch.setattr(openai, "AsyncOpenAI", refuse)
         with pytest.raises(EndpointError, match="could not be built .*TypeError: Invalid timeout"):
             _backend(srv.base_url).check()
-        assert srv.requests == []
+        assert srv.requests == [] and srv.pings == []
 
 
 def test_a_batch_that_fails_alike_stops_and_a_mixed_one_is_recorded():
@@ -107,7 +107,7 @@ def test_rl_stops_before_any_rollout_on_a_wrong_model_id(tmp_path, tiny_model_di
                    "--set", "llm.kind=openai", "--set", f"llm.base_url={srv.base_url}", "--set", "llm.model=bigllm"])
     err = capsys.readouterr().err
     assert rc == 2 and "error: llm: LLM endpoint 'bigllm'" in err and "not served there (served: big-llm)" in err
-    assert srv.requests == [] and not (tmp_path / "rl").exists()
+    assert srv.requests == [] and srv.pings == [] and not (tmp_path / "rl").exists()  # 404 before the script
 
 
 def test_doctor_passes_the_demo_recipes_and_names_a_wrong_endpoint():
@@ -164,9 +164,10 @@ def test_eval_keeps_the_finished_runs_when_the_last_fails_and_a_rerun_reuses_the
         assert run_sql(recipe.store, "SELECT status FROM runs WHERE kind = 'eval'")["status"].to_list() == ["failed"]
 
         srv.faults = Faults()  # the endpoint recovers; the same recipe runs again
-        before = len(srv.requests)
+        before, pings = len(srv.requests), len(srv.pings)
         result = run_eval(recipe)
-        assert len(srv.requests) - before == 1 + len(QUESTIONS)  # the ping and the cot run only: the rest reused
+        assert len(srv.requests) - before == len(QUESTIONS)  # the cot run only: the rest reused
+        assert len(srv.pings) == pings + 1
     text = report.read_text()
     assert result["report"] == str(report) and "Incomplete" not in text and "| cot |" in text
     rows = run_sql(recipe.store, "SELECT run_name, n FROM eval_metrics WHERE dataset = 'geo-test' ORDER BY 1")
@@ -183,3 +184,13 @@ def test_eval_stops_before_any_run_on_a_wrong_model_id(tmp_path, tiny_model_dir)
             run_eval(recipe)
     assert time.perf_counter() - t0 < 30
     assert run_sql(recipe.store, "SELECT count(*) AS n FROM trajectories")["n"][0] == 0
+
+
+def test_a_chunk_that_failed_alike_stops_the_llm_stage_and_a_mixed_one_does_not():
+    from pipelines.resumable import stop_if_failed_alike
+
+    stop_if_failed_alike("LLM judge", ["timeout", "timeout", "bad json", "timeout"], 4)  # mixed: recorded only
+    stop_if_failed_alike("LLM judge", ["timeout"] * 3, 3)  # too few to tell
+    stop_if_failed_alike("LLM judge", ["timeout"] * 3, 4)  # one item succeeded
+    with pytest.raises(EndpointError, match=r"LLM judge: all 4 items of a chunk failed alike \(APIConnectionError"):
+        stop_if_failed_alike("LLM judge", ["APIConnectionError: Connection error."] * 4, 4)
