@@ -87,8 +87,8 @@ def bench_teacher_step(qs: list[Question], llm_url: str, slm_url: str, batch_siz
 
     from pipelines.steps import TeacherDialogues
 
-    cfg = {"slm_base_url": slm_url, "slm_model": "scripted-slm", "llm_base_url": llm_url, "llm_model": "scripted",
-           "temperature": 0.7, "n_max": 4, "ground": False}
+    cfg = {"slm_endpoint": {"base_url": slm_url, "model": "scripted-slm"},
+           "llm_endpoint": {"base_url": llm_url, "model": "scripted"}, "temperature": 0.7, "n_max": 4, "ground": False}
     with tempfile.TemporaryDirectory(prefix="seekhelp-bench-") as tmp, Pipeline(name="bench", cache_dir=tmp):
         step = TeacherDialogues(teacher="runtime", samples=1, runtime_config=cfg, input_batch_size=batch_size)
     step.load()

@@ -52,6 +52,10 @@ class EndpointConfig:
     base_url: str | None = None  # none: start `transformers serve` on `model` (a registry name) for the run
     model: str = "smollm2-135m"
     api_key_env: str = "OPENAI_API_KEY"
+    # teacher endpoints: requests in flight, and fields sent beside the OpenAI ones (e.g. a Qwen3 teacher:
+    # {chat_template_kwargs: {enable_thinking: false}}, or its reasoning fires the stops and eats the token cap)
+    max_concurrency: int = 16
+    extra_body: dict | None = None
 
 
 @dataclass
@@ -70,6 +74,8 @@ class TeacherConfig:
     n_max: int = 4
     slm: EndpointConfig | None = None
     llm: EndpointConfig | None = None
+    slm_max_new_tokens: int = 256  # per SLM-role turn of a teacher dialogue
+    llm_max_new_tokens: int = 256  # per LLM-role reply
     ground: bool = True
     splits: list[str] | None = None  # teach only questions of these splits (None: all); SFT reads train
 
@@ -172,9 +178,11 @@ def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: 
     if t.kind == "runtime":
         if not (t.slm and t.llm and t.slm.base_url and t.llm.base_url):
             raise RecipeError("teacher.kind=runtime needs teacher.slm.base_url and teacher.llm.base_url")
-        runtime_cfg = {"slm_base_url": t.slm.base_url, "slm_model": t.slm.model, "llm_base_url": t.llm.base_url,
-                       "llm_model": t.llm.model, "temperature": t.temperature, "n_max": t.n_max, "ground": t.ground,
-                       "api_key_env": t.slm.api_key_env}
+        runtime_cfg = {"temperature": t.temperature, "n_max": t.n_max, "ground": t.ground,
+                       "slm_max_new_tokens": t.slm_max_new_tokens, "llm_max_new_tokens": t.llm_max_new_tokens,
+                       **{f"{role}_endpoint": {"base_url": e.base_url, "model": e.model, "api_key_env": e.api_key_env,
+                                               "max_concurrency": e.max_concurrency, "extra_body": e.extra_body}
+                          for role, e in (("slm", t.slm), ("llm", t.llm))}}
     from pipelines.llm_injection import _contained, _replicas, with_ray
 
     rows = [{"question_json": json.dumps(q.to_dict(), ensure_ascii=False)} for q in questions]
@@ -216,7 +224,7 @@ def run(recipe: DataRecipe) -> dict:
 
     for e in data_endpoints(recipe):  # one real call to each external endpoint before any work
         if e.base_url:
-            log.info("%s", check_endpoint(e.field, e.base_url, e.model, e.api_key_env))
+            log.info("%s", check_endpoint(e.field, e.base_url, e.model, e.api_key_env, extra_body=e.extra_body))
     seeds = load_seeds(recipe.seeds)  # bad seed files are refused before the store is touched
     log.info("%d seeds", len(seeds))
     with Store(recipe.store) as store:

@@ -18,10 +18,8 @@ def teacher_runtime_trajectories(questions: list[Question], cfg: dict[str, Any])
     from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
     from seekhelp.runtime import Runtime, RuntimeConfig
 
-    slm = OpenAIBackend(EndpointConfig(base_url=cfg["slm_base_url"], model=cfg["slm_model"],
-                                       api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY")))
-    llm = OpenAIBackend(EndpointConfig(base_url=cfg["llm_base_url"], model=cfg["llm_model"],
-                                       api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY")))
+    slm = OpenAIBackend(EndpointConfig(**cfg["slm_endpoint"]))
+    llm = OpenAIBackend(EndpointConfig(**cfg["llm_endpoint"]))
     grounder = None
     if cfg.get("ground"):
         from seekhelp.knowledge import KnowledgeBase
@@ -29,7 +27,8 @@ def teacher_runtime_trajectories(questions: list[Question], cfg: dict[str, Any])
 
         grounder = make_grounder(KnowledgeBase.from_geonames(), k=3)
     rt = Runtime(slm, llm, RuntimeConfig(n_max=cfg.get("n_max", 4), slm_temperature=cfg.get("temperature", 0.7),
-                                         slm_max_new_tokens=cfg.get("slm_max_new_tokens", 256), guard="block"),
+                                         slm_max_new_tokens=cfg.get("slm_max_new_tokens", 256),
+                                         llm_max_new_tokens=cfg.get("llm_max_new_tokens", 256), guard="block"),
                  grounder=grounder)
     out: list[Trajectory] = []
     for i in range(cfg.get("samples", 1)):

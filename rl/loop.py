@@ -33,6 +33,8 @@ class LLMEndpoint:
     model: str = "smollm2-135m"
     ground: bool = True  # give the LLM retrieved knowledge-base facts (offline "grounded expert")
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never stored
+    max_concurrency: int = 16  # requests in flight to this LLM (size it to the server: a 235B TP=8 vLLM takes 256+)
+    extra_body: dict | None = None  # fields beside the OpenAI ones, e.g. {top_k: -1} (see EndpointConfig.extra_body)
 
 
 @dataclass

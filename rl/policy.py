@@ -47,8 +47,17 @@ class PolicyConfig:
     engine: str = "transformers"  # server: transformers (`transformers serve`, CPU) | vllm (`vllm serve`, GPU)
     extra_args: list[str] = field(default_factory=list)  # server: extra flags, e.g. [--tensor-parallel-size, "2"]
     max_concurrency: int = 64  # server: requests in flight
+    # server: sampling fields sent with every rollout request beside the OpenAI ones. vLLM otherwise takes the
+    # checkpoint's generation config (Qwen3 2507: top_k 20, top_p 0.8) and narrows the exploration the recipe's
+    # temperature asks for; the GPU recipe sends {top_k: -1, min_p: 0.0, repetition_penalty: 1.0}
+    extra_body: dict | None = None
     gpu_memory_utilization: float = 0.5  # vllm (in-process)
+    max_model_len: int | None = None  # vllm (in-process): the KV cache is sized for this context, not the model's
     start_timeout_s: float = 600.0  # server: how long to wait for /health
+    # after a served policy stops: wait until every visible GPU has at most this many MiB in use before the retrain
+    # starts (the server's worker processes free their memory after its API process exits); None: no wait
+    gpu_free_mib: int | None = None
+    gpu_free_timeout_s: float = 300.0
 
 
 @dataclass
@@ -89,7 +98,8 @@ class PolicySampler:
         if self.cfg.kind == "vllm":
             from seekhelp.backends.vllm_backend import VLLMBackend
 
-            return VLLMBackend(model_dir, name=label, gpu_memory_utilization=self.cfg.gpu_memory_utilization)
+            extra = {"max_model_len": self.cfg.max_model_len} if self.cfg.max_model_len else {}
+            return VLLMBackend(model_dir, name=label, gpu_memory_utilization=self.cfg.gpu_memory_utilization, **extra)
         from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
         from seekhelp.backends.server import serve, vllm_serve_command
 
@@ -98,18 +108,48 @@ class PolicySampler:
                                               extra_args=self.cfg.extra_args))
         log.info("policy %s served at %s (%s)", label, srv.base_url, self.cfg.engine)
         return OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=label,
-                                            max_concurrency=self.cfg.max_concurrency))
+                                            max_concurrency=self.cfg.max_concurrency, extra_body=self.cfg.extra_body))
 
     def close(self) -> None:
+        served = self._stack is not None and self.cfg.kind == "server"
         if self._stack is not None:
             self._stack.close()
             self._stack = None
+        if served and self.cfg.gpu_free_mib is not None:
+            wait_gpu_memory(self.cfg.gpu_free_mib, self.cfg.gpu_free_timeout_s)
         gc.collect()
         with contextlib.suppress(ImportError):
             import torch
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def gpu_memory_used_mib() -> list[int] | None:
+    """MiB in use on each visible GPU, as `nvidia-smi` reports it (None where there is no nvidia-smi)."""
+    import shutil
+
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return None
+    out = subprocess.run([exe, "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True,
+                         text=True, timeout=30, check=False)
+    if out.returncode != 0:
+        return None
+    return [int(float(x)) for x in out.stdout.split() if x.strip()]
+
+
+def wait_gpu_memory(free_mib: int, timeout_s: float, poll_s: float = 2.0) -> None:
+    """Block until every GPU uses at most `free_mib` MiB: a stopped server's workers may still hold their memory
+    after its API process is gone, and a retrain that starts then runs out of memory."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while (used := gpu_memory_used_mib()) is not None and max(used, default=0) > free_mib:
+        if time.monotonic() > deadline:
+            raise RetrainError(f"policy.gpu_free_mib: GPUs still use {used} MiB {timeout_s:.0f} s after the policy "
+                               f"server stopped (limit {free_mib} MiB); is another process holding them?")
+        time.sleep(poll_s)
 
 
 def _flag(args: list[str], name: str) -> str | None:

@@ -70,12 +70,14 @@ class RoundRunner:
             self.llm = TransformersBackend(r.llm.model, max_batch_size=r.batch_size)
         elif r.llm.base_url:
             self.llm = OpenAIBackend(EndpointConfig(base_url=r.llm.base_url, model=r.llm.model,
-                                                    api_key_env=r.llm.api_key_env))
+                                                    api_key_env=r.llm.api_key_env, extra_body=r.llm.extra_body,
+                                                    max_concurrency=r.llm.max_concurrency))
         else:
             from seekhelp.backends.server import serve
 
             srv = self._stack.enter_context(serve(r.llm.model))
-            self.llm = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label))
+            self.llm = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=srv.label,
+                                                    max_concurrency=r.llm.max_concurrency))
         if isinstance(self.llm, OpenAIBackend):  # one real call before any rollout: a wrong URL or id stops here
             from seekhelp.backends.openai_compat import EndpointError
 

@@ -29,16 +29,17 @@ class Endpoint:
     model: str
     api_key_env: str = "OPENAI_API_KEY"
     kind: str = "openai"  # openai | embedded | kb-retriever
+    extra_body: dict | None = None  # sent with the check as with every call of the run
 
 
 def check_endpoint(field: str, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY",
-                   label: str | None = None, timeout_s: float = 30.0) -> str:
+                   label: str | None = None, timeout_s: float = 30.0, extra_body: dict | None = None) -> str:
     """One real call through a fresh OpenAIBackend; raises EndpointError whose line starts with the recipe field."""
     from seekhelp.backends.openai_compat import EndpointConfig, EndpointError, OpenAIBackend
 
     try:
         backend = OpenAIBackend(EndpointConfig(base_url=base_url, model=model, api_key_env=api_key_env,
-                                               label=label or model))
+                                               label=label or model, extra_body=extra_body))
         return backend.check(timeout_s)
     except EndpointError as e:
         if not field:
@@ -58,7 +59,7 @@ def data_endpoints(recipe) -> list[Endpoint]:
             e = getattr(t, role)
             if e is not None:
                 out.append(Endpoint(f"teacher.{role}", e.base_url, e.model, e.api_key_env,
-                                    "openai" if e.base_url else "embedded"))
+                                    "openai" if e.base_url else "embedded", e.extra_body))
     return out
 
 
@@ -67,8 +68,8 @@ def rl_endpoints(recipe) -> list[Endpoint]:
     e = recipe.llm
     if e.kind == "local":
         return []
-    return [Endpoint("llm", e.base_url, e.model, e.api_key_env,
-                     "openai" if e.base_url else "embedded")]
+    return [Endpoint("llm", e.base_url, e.model, e.api_key_env, "openai" if e.base_url else "embedded",
+                     e.extra_body)]
 
 
 def eval_endpoints(recipe) -> list[Endpoint]:
@@ -82,7 +83,7 @@ def eval_endpoints(recipe) -> list[Endpoint]:
             continue
         kind = "kb-retriever" if e.kind == "kb-retriever" else ("openai" if e.base_url else "embedded")
         out.append(Endpoint(f"endpoints.{e.name}", e.base_url if kind == "openai" else None, e.model,
-                            e.api_key_env, kind))
+                            e.api_key_env, kind, e.extra_body if kind == "openai" else None))
     return out
 
 
@@ -158,7 +159,8 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
     for path, e in endpoints:
         where = f"{Path(path).name}: {e.field}"
         if e.kind == "openai":
-            findings.append(_run(where, lambda e=e: check_endpoint("", e.base_url, e.model, e.api_key_env)))
+            findings.append(_run(where, lambda e=e: check_endpoint("", e.base_url, e.model, e.api_key_env,
+                                                                   extra_body=e.extra_body)))
         else:
             findings.append(Finding(True, where, f"{e.kind}: started and checked by the stage itself", 0.0))
     return findings

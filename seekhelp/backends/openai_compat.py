@@ -46,6 +46,10 @@ class EndpointConfig:
     max_retries: int = 5  # the SDK's retries per call (backoff 0.5 s doubling to 8 s, or the server's Retry-After)
     timeout_s: float = 120.0
     batch_failure_stop: int = 4  # a batch of at least this many calls that all fail alike raises (0: never)
+    # fields sent with every request beside the OpenAI ones, as the server documents them. vLLM fills omitted
+    # sampling fields from the checkpoint's generation config (Qwen3 2507: top_k 20), so say what is meant, e.g.
+    # {top_k: -1, min_p: 0.0, chat_template_kwargs: {enable_thinking: false}}
+    extra_body: dict | None = None
 
 
 class EndpointError(SeekhelpError, ValueError):
@@ -135,7 +139,7 @@ class OpenAIBackend:
         for attempt in range(3):
             try:
                 await ping.chat.completions.create(model=self.model, messages=PREFLIGHT_MESSAGES, max_tokens=1,
-                                                   temperature=0.0)
+                                                   temperature=0.0, extra_body=self.config.extra_body or None)
                 break
             except (openai.APIStatusError, openai.APIConnectionError) as e:
                 if served is not None and self.model not in served:
@@ -165,6 +169,8 @@ class OpenAIBackend:
             kwargs["stop"] = params.stop[:4]  # the OpenAI API accepts at most four
         if params.seed is not None:
             kwargs["seed"] = params.seed
+        if self.config.extra_body:
+            kwargs["extra_body"] = self.config.extra_body
         if params.json_schema is not None:
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "verdict", "schema": params.json_schema}}

@@ -60,10 +60,18 @@ def _serve_command(model_dir: str, port: int, host: str) -> list[str]:
             if os.environ.get("SEEKHELP_SERVE_DEVICE", "auto") == "cpu" else "auto", "--log-level", "warning"]
 
 
-def vllm_serve_command(model_dir: str, port: int, host: str) -> list[str]:
-    """`vllm serve` on a model folder (GPU machines; the `vllm` extra), pinned to that folder's name like ours."""
+def vllm_executable() -> str:
+    """`$VLLM_BIN` (vLLM in its own environment, e.g. .venv-vllm/bin/vllm: it pins its own torch and transformers),
+    else the `vllm` beside this Python, else `vllm` on PATH."""
+    if os.environ.get("VLLM_BIN"):
+        return os.environ["VLLM_BIN"]
     exe = Path(sys.executable).with_name("vllm")
-    return [str(exe) if exe.exists() else "vllm", "serve", model_dir, "--host", host, "--port", str(port),
+    return str(exe) if exe.exists() else "vllm"
+
+
+def vllm_serve_command(model_dir: str, port: int, host: str) -> list[str]:
+    """`vllm serve` on a model folder (GPU machines), answering to that folder's path as its model id, like ours."""
+    return [vllm_executable(), "serve", model_dir, "--host", host, "--port", str(port),
             "--served-model-name", model_dir]
 
 

@@ -119,7 +119,8 @@ class Endpoints:
             srv = self._served[e.model]
             base_url, model, label, how = srv.base_url, srv.model, e.label or srv.label, "embedded transformers serve"
         cfg = EndpointConfig(base_url=base_url, model=model, label=label, api_key_env=e.api_key_env,
-                             max_concurrency=e.max_concurrency)
+                             max_concurrency=e.max_concurrency,
+                             extra_body=e.extra_body if e.kind == "openai" and e.base_url else None)
         self._backends[name] = OpenAIBackend(cfg)
         self.described[name] = {"name": name, "kind": e.kind, "how": how, "base_url": base_url, "label": label,
                                 "ground": e.ground and e.kind != "kb-retriever"}

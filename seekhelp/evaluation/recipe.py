@@ -36,6 +36,7 @@ class EndpointSpec:
     api_key_env: str = "OPENAI_API_KEY"
     max_concurrency: int = 16
     top_k: int = 3  # facts per grounding / per kb-retriever reply
+    extra_body: dict | None = None  # openai: fields beside the OpenAI ones (see EndpointConfig.extra_body)
 
 
 @dataclass
