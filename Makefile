@@ -28,13 +28,20 @@ NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
 PORT ?= 8000
 
+# vLLM in its own environment: it pins its own torch and transformers, and our code only ever runs it as a
+# subprocess (`vllm serve`) or talks to it over HTTP. Point the stages at it with VLLM_BIN (printed at the end).
+VLLM_VERSION ?= 0.34.0
+vllm-env:
+	test -x .venv-vllm/bin/vllm || ($(PYTHON) -m venv .venv-vllm && .venv-vllm/bin/pip install -q vllm==$(VLLM_VERSION))
+	@echo "export VLLM_BIN=$(CURDIR)/.venv-vllm/bin/vllm"
+
 # Extra flags per stage, e.g. RL_ARGS="--set rounds=1" or EVAL_ARGS="--set limit=8" (recipe overrides).
 DATA_ARGS ?=
 SFT_ARGS ?=
 RL_ARGS ?=
 EVAL_ARGS ?=
 
-.PHONY: lock test-compat doctor install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
+.PHONY: lock test-compat doctor vllm-env install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 

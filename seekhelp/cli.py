@@ -264,9 +264,12 @@ def doctor(
 
     t0 = time.perf_counter()
     findings = run_doctor(data, rl, eval_recipe, {"data": data_set or [], "rl": rl_set or [], "eval": eval_set or []})
+    from rich.markup import escape
+
     for f in findings:
         mark = "[green]ok[/green]  " if f.ok else "[red]FAIL[/red]"
-        console.print(f"{mark} {f.what}: {f.detail} ({f.seconds:.1f} s)", highlight=False, soft_wrap=True)
+        console.print(f"{mark} {escape(f'{f.what}: {f.detail}')} ({f.seconds:.1f} s)", highlight=False,
+                      soft_wrap=True)
     bad = [f for f in findings if not f.ok]
     if bad:
         raise SeekhelpError(f"doctor: {len(bad)} problem(s) after {time.perf_counter() - t0:.0f} s; first: "

@@ -109,6 +109,77 @@ def check_serving_code() -> str:
     return f"transformers {transformers.__version__}: `transformers serve` and its serving extra import"
 
 
+def _vllm_found() -> str:
+    import shutil
+
+    from seekhelp.backends.server import vllm_executable
+
+    exe = vllm_executable()
+    if shutil.which(exe) is None and not Path(exe).is_file():
+        raise FileNotFoundError(f"no `vllm` executable ({exe}): install vLLM in its own environment "
+                                "(`make vllm-env`) and set VLLM_BIN, or put vllm on PATH")
+    return f"vllm executable: {exe}"
+
+
+def _importable(module: str, why: str) -> str:
+    if importlib.util.find_spec(module) is None:
+        raise ImportError(f"`{module}` is not installed ({why}): pip install -e '.[gpu]'")
+    return f"{module} {_version(module)} imports"
+
+
+def _version(module: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(module)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def _gpus(needed: int, what: str) -> str:
+    from rl.policy import gpu_memory_used_mib
+
+    used = gpu_memory_used_mib()
+    if used is None:
+        raise RuntimeError(f"{what} needs {needed} GPU(s); no nvidia-smi answers on this machine")
+    if len(used) < needed:
+        raise RuntimeError(f"{what} needs {needed} GPU(s); {len(used)} visible (CUDA_VISIBLE_DEVICES?)")
+    return f"{len(used)} GPU(s) visible, MiB in use: {used}"
+
+
+def _hub_token(field: str, repo: str) -> str:
+    import os
+
+    if not (os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")):
+        raise PermissionError(f"{field} {repo!r} is set but HF_TOKEN is empty: `make push` would be refused")
+    return f"{field} {repo}: a token is set"
+
+
+def _flag_value(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args[:-1] else None
+
+
+def rl_placement_checks(recipe) -> list[tuple[str, object]]:
+    """What an RL recipe places on a machine: the policy engine, the retrain launcher and their GPUs."""
+    out: list[tuple[str, object]] = []
+    p, rt = recipe.policy, recipe.retrain
+    if p.kind == "server" and p.engine == "vllm":
+        out.append(("policy: vllm serve", _vllm_found))
+        dp = int(_flag_value(p.extra_args, "--data-parallel-size") or 1)
+        tp = int(_flag_value(p.extra_args, "--tensor-parallel-size") or 1)
+        out.append(("policy: GPUs", lambda n=dp * tp: _gpus(n, f"the policy server (data x tensor parallel = {n})")))
+    if p.kind == "vllm":
+        out.append(("policy: vllm (in-process)", lambda: _importable("vllm", "policy.kind: vllm")))
+    if rt.launcher == "accelerate":
+        cfg = Path(rt.accelerate_config).read_text(encoding="utf-8") if Path(rt.accelerate_config).is_file() else ""
+        if "DEEPSPEED" in cfg:
+            out.append(("retrain: DeepSpeed", lambda: _importable("deepspeed", rt.accelerate_config)))
+        out.append(("retrain: GPUs", lambda n=rt.num_processes: _gpus(n, f"the retrain ({n} processes)")))
+    if recipe.hub_model_id:
+        out.append(("rl: hub_model_id", lambda: _hub_token("hub_model_id", recipe.hub_model_id)))
+    return out
+
+
 @dataclass
 class Finding:
     ok: bool
@@ -139,14 +210,22 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
         r = _run(f"data recipe {data}", lambda: load_recipe(DataRecipe, data, overrides.get("data")) and "parses")
         findings.append(r)
         if r.ok:
-            endpoints += [(data, e) for e in data_endpoints(load_recipe(DataRecipe, data, overrides.get("data")))]
+            data_recipe = load_recipe(DataRecipe, data, overrides.get("data"))
+            endpoints += [(data, e) for e in data_endpoints(data_recipe)]
+            if data_recipe.hub_dataset_id:
+                findings.append(_run(f"{Path(data).name}: hub_dataset_id",
+                                     lambda: _hub_token("hub_dataset_id", data_recipe.hub_dataset_id)))
+            if data_recipe.ray.address:
+                findings.append(_run(f"{Path(data).name}: ray", lambda: _importable("ray", "ray.address is set")))
     if rl:
         from rl.loop import RLRecipe
 
         r = _run(f"rl recipe {rl}", lambda: load_recipe(RLRecipe, rl, overrides.get("rl")) and "parses")
         findings.append(r)
         if r.ok:
-            endpoints += [(rl, e) for e in rl_endpoints(load_recipe(RLRecipe, rl, overrides.get("rl")))]
+            rl_recipe = load_recipe(RLRecipe, rl, overrides.get("rl"))
+            endpoints += [(rl, e) for e in rl_endpoints(rl_recipe)]
+            findings += [_run(f"{Path(rl).name}: {what}", fn) for what, fn in rl_placement_checks(rl_recipe)]
     if eval_:
         from seekhelp.evaluation import recipe as eval_recipes
 
