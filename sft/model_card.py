@@ -111,16 +111,32 @@ def _base_model(name: str) -> tuple[str, str]:
     return spec.hub_id, note
 
 
+def _parent_meta(model_dir: str) -> dict[str, Any]:
+    """The YAML front matter of the card in a local model folder (an RL round starts from the previous one)."""
+    card = Path(model_dir) / "README.md"
+    if not card.is_file():
+        return {}
+    parts = card.read_text(encoding="utf-8").split("---", 2)
+    try:
+        meta = yaml.safe_load(parts[1]) if len(parts) == 3 and not parts[0].strip() else {}
+    except yaml.YAMLError:
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: dict[str, Any],
                      metrics: dict[str, Any], rows: int, merged: bool, seen: int | None = None) -> Path:
     """Write README.md: base model, data provenance, hyperparameters, loss masking, intended use, limitations."""
     base = model_args.model_name_or_path
     hub_id, weights_note = _base_model(base)
+    hub_id = hub_id or str(_parent_meta(base).get("base_model") or "")  # a round names its original base
+    rl_round = re.fullmatch(r"round-(\d+)", out.name)
     prov = _provenance(script_args.dataset_path)
     run_ids = sorted(set(script_args.run_ids) | set(prov.get("run_ids", [])))
     query = prov.get("query") or ""
     meta = {"library_name": "transformers", "pipeline_tag": "text-generation",
-            "tags": ["seekhelp", "sft", "trl", "privacy"] + (["lora"] if model_args.use_peft else [])}
+            "tags": ["seekhelp", "sft", "trl", "privacy"] + (["lora"] if model_args.use_peft else [])
+            + (["rejection-sampling"] if rl_round else [])}
     if hub_id:
         meta["base_model"] = hub_id
     kind = ("LoRA adapters merged into the base" if merged else "LoRA adapters only (load them on the base)"
@@ -132,8 +148,10 @@ def write_model_card(out: Path, *, script_args: Any, model_args: Any, recipe: di
         f"# {out.name}", "",
         "A small on-device model (SLM) taught to reason in `<think>`, to ask a larger remote model (LLM) for "
         "general knowledge in `<message>` without revealing the user's private facts, and to finish with a short "
-        "`<answer>`. This checkpoint is the supervised stage of the seekhelp project (a cold start before "
-        "rejection-sampling rounds).", "",
+        "`<answer>`. " + (f"This checkpoint is round {rl_round.group(1)} of the rejection-sampling stage of the "
+                          f"seekhelp project: `{base}` retrained on the rollouts its round selected."
+                          if rl_round else "This checkpoint is the supervised stage of the seekhelp project (a cold "
+                          "start before rejection-sampling rounds)."), "",
         "## Base model", "",
         f"- `{base}`" + (f" ({hub_id})" if hub_id and hub_id != base else "") + "." + weights_note,
         f"- Started from: `{script_args.init_from}` (previous round)." if script_args.init_from else

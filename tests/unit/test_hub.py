@@ -101,13 +101,16 @@ def test_push_reads_ids_and_folders_from_the_recipes(tmp_path, tiny_model_dir):
     p = _recipes(tmp_path, tiny_model_dir, dataset="me/dialogues", sft="me/sft", rl="me/rl")
     hub = FakeHub()
     done = push_from_recipes(p["data"], p["sft"], p["rl"], client=hub)
-    assert len(done) == 5
+    assert len(done) == 6
     assert [c[3] for c in hub.calls if c[0] == "upload_folder" and c[1] == "me/rl"] == ["round-1", "round-2",
-                                                                                        "round-10"]
+                                                                                        "round-10", None]
+    assert done[-1].endswith("round-10 -> me/rl@main")  # from_pretrained("me/rl") finds the final round
+    assert "me/rl@main" in hub.uploaded and "config.json" in hub.uploaded["me/rl@main"]
     assert all(c[3] is True for c in hub.calls if c[0] == "create_repo")  # private unless a recipe says otherwise
     data = hub.uploaded["me/dialogues@main"]
     assert {"README.md", "data/train.parquet", "provenance.json", "pipeline.yaml"} <= set(data)
     assert yaml.safe_load(data["pipeline.yaml"])["hub_dataset_id"] == "me/dialogues"
+    assert "license: cc-by-4.0" in data["README.md"].decode()  # offline seeds: GeoNames facts
     assert b"sk-never-pushed" not in b"".join(data.values()) and b"## Pipeline" in data["README.md"]
     assert "config.json" in hub.uploaded["me/sft@main"]
 
@@ -154,3 +157,30 @@ def test_make_sets_offline_mode_for_demo_and_tests_only():
         assert not any("HF_HUB_OFFLINE" in c for c in commands(target, "DATA_RECIPE=x.yaml")), target
     push = " ".join(commands("push", "HUB_RL_MODEL=me/rl"))
     assert "seekhelp.hub --data" in push and "--rl-model-id me/rl" in push and "smollm2-135m-demo" not in push
+
+
+def test_the_dataset_licence_follows_the_seeds():
+    from seekhelp.hub import dataset_card, seed_license
+
+    assert seed_license({"seeds": {"kind": "hub"}}) == "cc-by-sa-4.0"  # FlashRAG's collection
+    assert seed_license({"seeds": {"kind": "offline"}}) == "cc-by-4.0"
+    assert seed_license({"seeds": {"kind": "local"}}) == "other"
+    assert "license: cc-by-sa-4.0" in dataset_card("me/x", {}, 3, "cc-by-sa-4.0")
+
+
+def test_an_rl_round_card_says_so_and_names_the_original_base(tmp_path):
+    from types import SimpleNamespace
+
+    from sft.model_card import write_model_card
+
+    sft = tmp_path / "sft"
+    sft.mkdir()
+    (sft / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [seekhelp]\n---\n# sft\n")
+    out = tmp_path / "rl" / "round-2"
+    out.mkdir(parents=True)
+    script = SimpleNamespace(dataset_path=str(tmp_path / "none"), run_ids=[], init_from=None, store=None)
+    model = SimpleNamespace(model_name_or_path=str(sft), use_peft=False)
+    text = write_model_card(out, script_args=script, model_args=model, recipe={}, metrics={}, rows=4,
+                            merged=False).read_text()
+    assert "base_model: HuggingFaceTB/SmolLM2-135M-Instruct" in text and "rejection-sampling" in text
+    assert "round 2 of the rejection-sampling stage" in text and "supervised stage" not in text

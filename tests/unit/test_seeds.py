@@ -260,3 +260,17 @@ def test_local_seeds_bad_files(tmp_path):
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(SeedError, match="not a readable parquet"):
         local_seeds(tmp_path / "broken.parquet")
+
+
+def test_a_pinned_hub_revision_reaches_the_loader():
+    from pipelines.seeds import hub_split_seeds
+
+    seen = []
+
+    def loader(path, config, split, revision=None):
+        seen.append((path, config, split, revision))
+        return [{"id": f"q{i}", "question": f"Question {i}?", "golden_answers": [f"a{i}"]} for i in range(4)]
+
+    hub_split_seeds("nq", {"test": "test"}, loader=loader, revision="0123abcd")
+    hub_split_seeds("nq", {"test": "test"}, loader=lambda path, config, split: loader(path, config, split))
+    assert [s[3] for s in seen] == ["0123abcd", None]
