@@ -175,7 +175,8 @@ def test_an_rl_round_card_says_so_and_names_the_original_base(tmp_path):
 
     sft = tmp_path / "sft"
     sft.mkdir()
-    (sft / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [seekhelp]\n---\n# sft\n")
+    (sft / "README.md").write_text("---\nbase_model: HuggingFaceTB/SmolLM2-135M-Instruct\ntags: [seekhelp]\n---\n"
+                                   "# sft\n")
     out = tmp_path / "rl" / "round-2"
     out.mkdir(parents=True)
     script = SimpleNamespace(dataset_path=str(tmp_path / "none"), run_ids=[], init_from=None, store=None)
