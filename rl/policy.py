@@ -126,13 +126,17 @@ class PolicySampler:
 
 
 def gpu_memory_used_mib() -> list[int] | None:
-    """MiB in use on each visible GPU, as `nvidia-smi` reports it (None where there is no nvidia-smi)."""
+    """MiB in use on each GPU of $CUDA_VISIBLE_DEVICES (all when unset), as `nvidia-smi` reports it; None where
+    there is no nvidia-smi. nvidia-smi itself ignores CUDA_VISIBLE_DEVICES: without `--id` the LLM server's GPUs of
+    the same node would count too."""
     import shutil
 
     exe = shutil.which("nvidia-smi")
     if exe is None:
         return None
-    out = subprocess.run([exe, "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True,
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    ids = [f"--id={visible}"] if visible else []
+    out = subprocess.run([exe, *ids, "--query-gpu=memory.used", "--format=csv,noheader,nounits"], capture_output=True,
                          text=True, timeout=30, check=False)
     if out.returncode != 0:
         return None

@@ -42,6 +42,7 @@ class SFTScriptArguments:
     init_from: str | None = field(default=None, metadata={"help": "checkpoint to start from (RL rounds)"})
     run_ids: list[str] = field(default_factory=list, metadata={"help": "producing run ids, for the model card"})
     keep_adapter_only: bool = field(default=False, metadata={"help": "LoRA: save adapters, do not merge"})
+    keep_checkpoints: bool = field(default=False, metadata={"help": "keep checkpoint-* after a finished run"})
 
 
 def _blank(value: str | None) -> str | None:
@@ -132,8 +133,8 @@ def train(script_args: SFTScriptArguments, training_args: SFTConfig, model_args:
     out = Path(training_args.output_dir)
     trainer.save_model(str(out))
     if trainer.accelerator.is_main_process:
-        for checkpoint in out.glob("checkpoint-*"):  # resume points are of no use once the run has finished
-            shutil.rmtree(checkpoint)
+        for checkpoint in [] if script_args.keep_checkpoints else out.glob("checkpoint-*"):
+            shutil.rmtree(checkpoint)  # resume points, of no use once the run has finished unless kept
         merged = model_args.use_peft and not script_args.keep_adapter_only
         if merged:
             _merge_adapters(out, model_args.dtype)

@@ -84,7 +84,8 @@ def _fake_nvidia_smi(tmp_path, readings: list[list[int]]):
     exe = tmp_path / "bin" / "nvidia-smi"
     exe.parent.mkdir(exist_ok=True)
     exe.write_text(f"""#!/usr/bin/env python3
-import json
+import json, sys
+open({str(tmp_path / "argv.log")!r}, "a").write(" ".join(sys.argv[1:]) + "\\n")
 r = json.load(open({str(state)!r}))
 print("\\n".join(str(x) for x in r[0]))
 json.dump(r[1:] or r, open({str(state)!r}, "w"))
@@ -104,3 +105,16 @@ def test_the_retrain_waits_for_gpu_memory_not_for_the_server_pid(tmp_path, monke
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "held", [[70000]]) + os.pathsep + os.environ["PATH"])
     with pytest.raises(RetrainError, match=r"GPUs still use \[70000\] MiB"):
         wait_gpu_memory(2048, timeout_s=0.05, poll_s=0.01)
+
+
+def test_only_the_visible_gpus_are_asked_about(tmp_path, monkeypatch):
+    """nvidia-smi ignores CUDA_VISIBLE_DEVICES: the LLM server's GPUs 0-3 must not hold up a retrain on 4-7."""
+    from rl.policy import gpu_memory_used_mib
+
+    monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, [[100] * 4]) + os.pathsep + os.environ["PATH"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    assert gpu_memory_used_mib() == [100] * 4
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    gpu_memory_used_mib()
+    calls = (tmp_path / "argv.log").read_text().splitlines()
+    assert calls[0].startswith("--id=4,5,6,7 --query-gpu=memory.used") and calls[1].startswith("--query-gpu")

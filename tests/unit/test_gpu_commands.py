@@ -66,8 +66,8 @@ def test_doctor_names_what_the_gpu_recipes_need_and_this_machine_lacks(monkeypat
     assert found["gpu.yaml: llm"].ok  # the endpoint answers for its model id
     fails = {w: f.detail for w, f in found.items() if not f.ok}
     assert "no `vllm` executable" in fails["gpu.yaml: policy: vllm serve"]
-    assert "needs 8 GPU(s); no nvidia-smi" in fails["gpu.yaml: policy: GPUs"]
-    assert "needs 8 GPU(s)" in fails["gpu.yaml: retrain: GPUs"]
+    assert "needs 4 GPU(s); no nvidia-smi" in fails["gpu.yaml: policy: GPUs"]
+    assert "needs 4 GPU(s)" in fails["gpu.yaml: retrain: GPUs"]
     assert "HF_TOKEN is empty" in fails["gpu.yaml: rl: hub_model_id"]
     if "gpu.yaml: retrain: DeepSpeed" in fails:
         assert "pip install -e '.[gpu]'" in fails["gpu.yaml: retrain: DeepSpeed"]
