@@ -10,6 +10,11 @@
 - cascade (COREA-style): the SLM answers with a verbalised confidence; below a threshold the question is
   delegated to the LLM (a leak by construction).
 - plan_execute (COPE-style): the LLM plans from the question (a leak), the SLM executes the plan.
+- redact_direct: what users reach for instead of a learned policy: the question with its private spans masked goes
+  to the LLM, whose answer is final. `redactor` "pii" is a deployable label-free anonymizer (seekhelp.pii: e-mail,
+  phone, card and street-address patterns, person names with Presidio when installed); "labels" is an oracle that
+  masks exactly what the question's privacy labels say (the guard's redact mode), the strongest redaction there is.
+  Its attempted message is the redacted text, so its leak is what the redactor let through.
 
 Same footing for all: every SLM prompt carries the question text alone (privacy items are labels, never prompt
 text); strategies that forward the raw question forward that text; and every call to a grounded endpoint is
@@ -27,7 +32,9 @@ from seekhelp.prompts import load_prompt
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 from seekhelp.runtime import Grounder, Runtime, RuntimeConfig
 
-STRATEGIES = ("dynamic", "slm_cot", "llm_direct", "llm_cot", "static_rewrite", "tool_llm", "cascade", "plan_execute")
+STRATEGIES = ("dynamic", "slm_cot", "llm_direct", "llm_cot", "static_rewrite", "tool_llm", "cascade", "plan_execute",
+              "redact_direct")
+REDACTORS = ("pii", "labels")
 _CONFIDENCE_RE = re.compile(r"<confidence>\s*(\d+(?:\.\d+)?)")
 _MESSAGE_RE = re.compile(r"<message>(.*?)(?:</message>|$)", re.DOTALL)
 
@@ -39,12 +46,14 @@ class StrategyContext:
     config: RuntimeConfig
     grounder: Grounder | None = None
     cascade_threshold: float = 70.0
+    redactor: str = "pii"  # redact_direct: pii (label-free) | labels (oracle)
     sample_index: int = 0
     round: int = 0
 
 
 def _traj(ctx: StrategyContext, q: Question, name: str, raw_sent: bool = False) -> Trajectory:
-    config = content_hash(ctx.config.fingerprint(), ctx.cascade_threshold if name == "cascade" else None)
+    config = content_hash(ctx.config.fingerprint(), ctx.cascade_threshold if name == "cascade" else None,
+                          *([ctx.redactor] if name == "redact_direct" else []))
     return Trajectory(question_id=q.id, strategy=name, slm=ctx.slm.name, llm=ctx.llm.name,
                       sample_index=ctx.sample_index, config_hash=config, round=ctx.round,
                       raw_question_sent=raw_sent)
@@ -116,6 +125,34 @@ async def _llm_alone(ctx: StrategyContext, qs: list[Question], name: str) -> lis
     trajs = []
     for q, s, c in zip(qs, sent, outs, strict=True):
         t = _traj(ctx, q, name, raw_sent=True)
+        ans = _answer_of(c.text) or (c.text.strip().splitlines() or [None])[-1]
+        t.turns.append(_turn("llm", c, protocol.ANSWER, ans or "", sent=s))
+        trajs.append(_close(t, ans, c))
+    return trajs
+
+
+def redact_question(q: Question, redactor: str) -> str:
+    """The question with its private spans masked, by a label-free anonymizer ("pii") or by the labels ("labels")."""
+    from seekhelp.privacy import REDACTED, OutgoingGuard, redact_spans
+
+    if redactor == "labels":
+        return OutgoingGuard("redact").check(q.question, q.privacy_items, q.meta.get("private_terms")).text
+    if redactor == "pii":
+        from seekhelp.pii import find_pii
+
+        return redact_spans(q.question, [h.span for h in find_pii(q.question)], REDACTED)
+    raise ValueError(f"redactor {redactor!r}: choose one of {', '.join(REDACTORS)}")
+
+
+async def _redact_direct(ctx: StrategyContext, qs: list[Question]) -> list[Trajectory]:
+    sent = [redact_question(q, ctx.redactor) for q in qs]
+    outs = await ctx.llm.generate([_conv(load_prompt("llm_direct"), s) for s in sent],
+                                  _params(ctx, "llm", ["</answer>"]))
+    trajs = []
+    for q, s, c in zip(qs, sent, outs, strict=True):
+        t = _traj(ctx, q, "redact_direct")  # what it tried to send is the redacted text, measured like any message
+        t.turns.append(Turn(role="slm", raw="", action=protocol.MESSAGE, content=s,
+                            think=f"redactor: {ctx.redactor}"))
         ans = _answer_of(c.text) or (c.text.strip().splitlines() or [None])[-1]
         t.turns.append(_turn("llm", c, protocol.ANSWER, ans or "", sent=s))
         trajs.append(_close(t, ans, c))
@@ -215,6 +252,7 @@ _RUNNERS: dict[str, Callable[[StrategyContext, list[Question]], Awaitable[list[T
     "tool_llm": _tool_llm,
     "cascade": _cascade,
     "plan_execute": _plan_execute,
+    "redact_direct": _redact_direct,
 }
 
 

@@ -252,7 +252,7 @@ async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
     ctx = StrategyContext(slm=slms.get(slm), llm=llm, grounder=endpoints.grounder(e),
                           config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
                                          run_tag=run.name),  # two runs never share trajectory ids
-                          cascade_threshold=run.cascade_threshold)
+                          cascade_threshold=run.cascade_threshold, redactor=run.redactor)
     t0 = time.perf_counter()
     trajs = await run_strategy(run.strategy, ctx, list(questions.values()))
     wall = time.perf_counter() - t0

@@ -64,6 +64,7 @@ class RunSpec:
     llm: str = "main"  # an endpoint name
     guard: str | None = None  # block | redact | off (None: runtime.guard)
     cascade_threshold: float = 70.0
+    redactor: str = "pii"  # redact_direct: pii (label-free anonymizer) | labels (oracle: masks what the labels say)
 
 
 @dataclass
@@ -122,7 +123,7 @@ def _unique(names: list[str], where: str) -> None:
 
 
 def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
-    from seekhelp.strategies import STRATEGIES
+    from seekhelp.strategies import REDACTORS, STRATEGIES
 
     if not r.datasets:
         raise RecipeError(f"{path}: datasets: at least one dataset is needed")
@@ -141,6 +142,8 @@ def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
             where = f"{path}: {group}[{i}] ({x.name})"
             if x.strategy not in STRATEGIES:
                 raise RecipeError(f"{where}.strategy: {x.strategy!r} is not one of {', '.join(STRATEGIES)}")
+            if x.redactor not in REDACTORS:
+                raise RecipeError(f"{where}.redactor: {x.redactor!r} is not one of {', '.join(REDACTORS)}")
             if x.llm not in names:
                 raise RecipeError(f"{where}.llm: no endpoint named {x.llm!r} (endpoints: {', '.join(sorted(names))})")
             if x.guard is not None and x.guard not in GUARDS:

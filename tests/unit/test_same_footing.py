@@ -15,7 +15,7 @@ from seekhelp.evaluation import aggregate
 from seekhelp.prompts import load_prompt
 from seekhelp.records import Question
 from seekhelp.runtime import Runtime, RuntimeConfig
-from seekhelp.strategies import STRATEGIES, StrategyContext, run_strategy
+from seekhelp.strategies import STRATEGIES, StrategyContext, redact_question, run_strategy
 from tests.fakes import ScriptedSLM
 
 # The labels hold details the question does not (a surname, a date, a job, a town): if any of them shows up in a
@@ -62,7 +62,7 @@ def _run(strategy: str):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_no_label_reaches_any_prompt_and_every_llm_call_is_grounded_on_its_own_text(strategy):
     traj, slm_prompts, requests = _run(strategy)
-    assert bool(slm_prompts) == (strategy not in ("llm_direct", "llm_cot")), "who runs the SLM"
+    assert bool(slm_prompts) == (strategy not in ("llm_direct", "llm_cot", "redact_direct")), "who runs the SLM"
     for conv in slm_prompts:
         assert conv[1] == {"role": "user", "content": Q.question} or Q.question in conv[1]["content"]
         blob = json.dumps(conv, ensure_ascii=False)
@@ -75,6 +75,8 @@ def test_no_label_reaches_any_prompt_and_every_llm_call_is_grounded_on_its_own_t
         assert system["role"] == "system" and system["content"].endswith(grounding_block(grounder(user)))
         if strategy in RAW:
             assert user == Q.question  # the raw question, as the user wrote it: never the label list
+        elif strategy == "redact_direct":  # the question through the label-free anonymizer: it sees no labels
+            assert user == redact_question(Q, "pii")
         else:
             assert Q.question not in blob and "Ana" not in blob
     expected_calls = {"slm_cot": 0}.get(strategy, 1)
@@ -109,3 +111,25 @@ def test_a_leaky_policy_scores_above_zero_behind_a_blocking_guard():
     m = aggregate.run_metrics(trajs, {q.id: q for q in qs}, {})
     assert m["priv_sample"] == 50.0 and m["priv_sent"] == 0.0  # "Ana" names the user's cousin; Maria's is clean
     assert trajs[0].attempted[0] == "Ana lives in Peru. What is its capital?" and trajs[0].messages == []
+
+
+def test_redact_then_ask_sends_the_masked_question_and_is_measured_on_it():
+    """The oracle redactor masks what the labels name; the label-free one only what it can see. Either way the leak
+    metric reads the text the redactor let through, as for any policy."""
+    q = Question("My cousin Ana Quispe lives at 12 Calle Sol in Lima, call her on +51 912 345 678. Which country?",
+                 ["Peru"], ["The user's cousin Ana Quispe lives at 12 Calle Sol in Lima.",
+                            "The user's cousin's phone number is +51 912 345 678."])
+    oracle, pii = redact_question(q, "labels"), redact_question(q, "pii")
+    assert "Ana" not in oracle and "912" not in oracle and "[private]" in oracle
+    assert "912 345" not in pii and "Ana" in pii  # patterns catch the phone; a lone name needs Presidio
+    with ScriptedServer(reply=llm_reply) as server:
+        llm = OpenAIBackend(EndpointConfig(base_url=server.base_url, model="scripted"))
+        trajs = {}
+        for redactor in ("labels", "pii"):
+            ctx = StrategyContext(slm=ScriptedSLM(slm_reply), llm=llm, config=RuntimeConfig(guard="off"),
+                                  redactor=redactor)
+            (trajs[redactor],) = asyncio.run(run_strategy("redact_direct", ctx, [q]))
+        assert [b["messages"][-1]["content"] for b in server.requests] == [oracle, pii]
+    assert trajs["labels"].id != trajs["pii"].id and trajs["labels"].attempted == [oracle]
+    m = {r: aggregate.run_metrics([t], {q.id: q}, {}) for r, t in trajs.items()}
+    assert m["labels"]["priv_sample"] == 0.0 and m["pii"]["priv_sample"] == 100.0
