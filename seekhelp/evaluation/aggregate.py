@@ -99,6 +99,9 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
     f1 = [metrics.f1(t.final_answer, q.answers) for t, q in zip(trajs, qs, strict=True)]
     leaks = [leak_of(t, q, judge.get(t.id)) for t, q in zip(trajs, qs, strict=True)]
     sent_leaks = [leak_of(t, q, judge.get(t.id), sent=True)[0] for t, q in zip(trajs, qs, strict=True)]
+    from seekhelp.evaluation.independent_leak import trajectory_leaks
+
+    independent = [bool(trajectory_leaks(t, q)) for t, q in zip(trajs, qs, strict=True)]
     easy_flags = [bool(easy.get(t.question_id)) for t in trajs]
     asks = [asked(t) for t in trajs]
     alone = [float(t.format_ok and not a) for t, a in zip(trajs, asks, strict=True)]
@@ -116,6 +119,7 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
         "priv_sim": None,
         "priv_sample": metrics.priv_sample([flag for flag, _ in leaks]),
         "priv_sent": metrics.priv_sample(sent_leaks),
+        "priv_independent": metrics.priv_sample(independent),
         "leak_sources": {s: sum(1 for _, x in leaks if x == s) for s in ("raw", "judge", "detector", "none")},
         "slm_prompt_tokens": sum(t.tokens("slm")[0] for t in trajs),
         "slm_completion_tokens": sum(t.tokens("slm")[1] for t in trajs),
@@ -131,7 +135,8 @@ def run_metrics(trajs: Sequence[Trajectory], questions: Mapping[str, Question], 
     row.update(need_stats(trajs, qs, em))
     row["ci"] = _intervals({"em": em, "format_ok": [float(t.format_ok) for t in trajs], "avg_turns": calls,
                             "priv_sample": [float(f) for f, _ in leaks], "priv_sent": [float(f) for f in sent_leaks],
-                            "asked": [float(a) for a in asks], "answered_alone": alone,
+                            "priv_independent": [float(f) for f in independent], "asked": [float(a) for a in asks],
+                            "answered_alone": alone,
                             "llm_called": [float(c > 0) for c in calls]}, easy_flags, asks, em, calls)
     if bertscore is not None:
         pairs = [(t.final_answer or "", g) for t, q in zip(trajs, qs, strict=True) for g in (q.answers or [""])]

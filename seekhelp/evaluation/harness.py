@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS eval_metrics (
 _ADDED = {"format_ok": "DOUBLE", "priv_sent": "DOUBLE", "n_easy": "INTEGER", "n_hard": "INTEGER",
           "em_easy": "DOUBLE", "em_hard": "DOUBLE", "calls_easy": "DOUBLE", "calls_hard": "DOUBLE", "ci": "VARCHAR",
           "n_need": "INTEGER", "need_pct": "DOUBLE", "need_em": "DOUBLE", "need_followup_leak": "DOUBLE",
-          "answered_alone": "DOUBLE", "llm_called": "DOUBLE"}
+          "answered_alone": "DOUBLE", "llm_called": "DOUBLE", "priv_independent": "DOUBLE"}
 EVAL_METRICS_DDL += "".join(f"ALTER TABLE eval_metrics ADD COLUMN IF NOT EXISTS {k} {v};\n" for k, v in _ADDED.items())
 METRIC_COLUMNS = ["eval_id", "run_name", "kind", "strategy", "slm", "llm", "dataset", "n", "em", "f1", "f_bert",
                   "avg_turns", "inscore", "recall_easy", "recall_hard", "priv_sim", "priv_sample", "slm_prompt_tokens",
@@ -337,6 +337,11 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
                    f"VALUES ({', '.join('?' * len(METRIC_COLUMNS))}, now())")
             for r in rows:
                 con.execute(sql, [r.get(c) for c in METRIC_COLUMNS])
+        from seekhelp.evaluation.independent_leak import disagreements
+
+        disagree = {run.name: disagreements((t, questions[t.question_id], aggregate.leak_of(t, questions[
+            t.question_id], judge.get(t.id))[0]) for t in trajs) for _, run, _, trajs, _ in results
+            if run.strategy in ("dynamic", "redact_direct", "static_rewrite")}
         rl_rounds = []
         if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'rl_rounds'")["n"][0]:
             rl_rounds = store.sql("SELECT * FROM rl_rounds ORDER BY round").to_dicts()
@@ -344,7 +349,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
                          None if failure is None else f"{failure[0]}: {one_line(failure[1])}")
         setup = {"eval_id": eval_id, "recipe": recipe, "datasets": {k: len(v) for k, v in datasets.items()},
                  "endpoints": list(endpoints.described.values()), "skipped": skipped, "embedder": embedder.name,
-                 "semantic_embedder": embedder.semantic, "judge_verdicts": judge,
+                 "semantic_embedder": embedder.semantic, "judge_verdicts": judge, "leak_disagreements": disagree,
                  "wall_s": time.perf_counter() - t_start}
         if failure is not None:
             setup["incomplete"] = {"failed_run": failure[0], "error": one_line(failure[1]),

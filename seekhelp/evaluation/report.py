@@ -16,8 +16,8 @@ from seekhelp.evaluation.targets import target_lines
 
 COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM % [95% CI]", "EM easy % (n)", "EM hard % (n)",
            "well-formed %", "LLM calls [95% CI]", "calls easy / hard", "INScore [95% CI]",
-           "attempted leak % [95% CI]", "sent leak % [95% CI]", "Priv_sim", "F_BERT %", "SLM tok/q", "LLM tok/q",
-           "cost $", "wall s")
+           "attempted leak % [95% CI]", "sent leak % [95% CI]", "leak % independent judge [95% CI]", "Priv_sim",
+           "F_BERT %", "SLM tok/q", "LLM tok/q", "cost $", "wall s")
 
 
 def _f(v: Any, digits: int = 1) -> str:
@@ -56,7 +56,8 @@ def _table_row(r: dict) -> str:
     cells = [r["run_name"], r["strategy"], f"`{r.get('slm', '')}`", r.get("llm", ""), r.get("n"),
              _with_ci(r, "em"), _split(r, "easy"), _split(r, "hard"), _f(r.get("format_ok")),
              _with_ci(r, "avg_turns", 2), calls, _with_ci(r, "inscore", 2), _with_ci(r, "priv_sample"),
-             _with_ci(r, "priv_sent"), _f(r.get("priv_sim"), 2), _f(r.get("f_bert")), _f(slm_tok, 0),
+             _with_ci(r, "priv_sent"), _with_ci(r, "priv_independent"), _f(r.get("priv_sim"), 2), _f(r.get("f_bert")),
+             _f(slm_tok, 0),
              _f(plots.llm_tokens_per_q(r), 0), "–" if cost is None else f"{cost:.4f}", _f(r.get("wall_s"))]
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -85,6 +86,25 @@ def _slice_lines(rows: Sequence[dict]) -> list[str]:
                  _with_ci(r, "priv_sample"),
                  r.get("n_need") or 0, _f(r.get("need_em")), _f(r.get("need_followup_leak"))]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return out
+
+
+def _disagreement_lines(setup: dict) -> list[str]:
+    """Where the detector (the table's attempted leak) and the independent judge differ, a few per run."""
+    found = {k: v for k, v in (setup.get("leak_disagreements") or {}).items() if v}
+    out = ["", "## Leak judges", "",
+           "The attempted-leak column is the deterministic detector, which also filters training data and is RL's "
+           "privacy reward; the independent judge (`seekhelp/evaluation/independent_leak.py`, evaluation only) "
+           "counts a message that carries a word of the privacy items the public question lacks. "
+           + ("Where they disagree (first few per run):" if found else
+              "They agreed on every request of the runs checked (dynamic, redact_direct, static_rewrite).")]
+    for run, items in found.items():
+        out += ["", f"**{run}**", ""]
+        for d in items:
+            words = ", ".join(d["words"]) or "none"
+            out.append(f"- detector {'leak' if d['detector'] else 'clean'}, independent "
+                       f"{'leak' if d['independent'] else 'clean'} (words: {words}): "
+                       f"\"{d['message'].replace('|', '/').replace(chr(10), ' ')}\"")
     return out
 
 
@@ -200,6 +220,8 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     lines += _transfer_lines(rows, ds)
     lines += target_lines(rows, ds)
     lines += _slice_lines(rows)
+    if "leak_disagreements" in setup:
+        lines += _disagreement_lines(setup)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
         main_rows, out_dir / "em_vs_llm_tokens.png", f"EM vs LLM tokens ({ds})")),
         ("Attempted leak % per run", plots.bars(main_rows, "priv_sample", out_dir / "priv_sample.png",
