@@ -145,7 +145,8 @@ def with_ray(pipeline: Any, ray_address: str | None) -> Any:
         import ray  # noqa: F401
     except ImportError as e:
         raise RuntimeError("ray.address is set but ray is not installed (pip install 'seekhelp[ray]')") from e
-    return pipeline.ray(ray_head_node_url=ray_address, ray_init_kwargs={"log_to_driver": False,
+    # log_to_driver: a worker's traceback must reach the terminal that started the run, not only the node's logs
+    return pipeline.ray(ray_head_node_url=ray_address, ray_init_kwargs={"log_to_driver": True,
                                                                              "ignore_reinit_error": True})
 
 

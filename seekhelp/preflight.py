@@ -180,6 +180,19 @@ def rl_placement_checks(recipe) -> list[tuple[str, object]]:
     return out
 
 
+def _routable(endpoints: list[Endpoint], ray_address: str) -> str:
+    """On a Ray cluster the LLM steps run on any node: a loopback URL would reach that node, not the server."""
+    from urllib.parse import urlparse
+
+    head = ray_address.split(":")[0]
+    loopback = [e for e in endpoints if e.base_url and urlparse(e.base_url).hostname in ("localhost", "127.0.0.1")]
+    if loopback and head not in ("localhost", "127.0.0.1"):
+        raise ValueError(f"{loopback[0].field}.base_url {loopback[0].base_url} is loopback, but Ray actors run on "
+                         "every node of the cluster: use the server's address (--set ...base_url=http://<host>:port/v1)")
+    return "every endpoint is reachable by address from the Ray nodes" if not loopback else \
+        "loopback endpoints with a loopback Ray head (one machine)"
+
+
 @dataclass
 class Finding:
     ok: bool
@@ -217,6 +230,8 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
                                      lambda: _hub_token("hub_dataset_id", data_recipe.hub_dataset_id)))
             if data_recipe.ray.address:
                 findings.append(_run(f"{Path(data).name}: ray", lambda: _importable("ray", "ray.address is set")))
+                findings.append(_run(f"{Path(data).name}: ray endpoints",
+                                     lambda: _routable(data_endpoints(data_recipe), data_recipe.ray.address)))
     if rl:
         from rl.loop import RLRecipe
 

@@ -85,3 +85,14 @@ def test_doctor_passes_the_placement_where_the_gpus_and_vllm_are_there(monkeypat
         found = _by_what(doctor(rl=GPU_RL, overrides={"rl": [f"llm.base_url={llm.base_url}"]}))
     assert found["gpu.yaml: policy: vllm serve"].ok and found["gpu.yaml: policy: GPUs"].ok
     assert "8 GPU(s) visible" in found["gpu.yaml: retrain: GPUs"].detail
+
+
+def test_doctor_refuses_loopback_endpoints_on_a_multi_node_ray_cluster():
+    from seekhelp.preflight import Endpoint, _routable
+
+    eps = [Endpoint("endpoint", "http://localhost:8000/v1", "m"),
+           Endpoint("teacher.slm", "http://10.0.0.5:8001/v1", "m")]
+    with pytest.raises(ValueError, match="endpoint.base_url http://localhost:8000/v1 is loopback"):
+        _routable(eps, "10.0.0.2:6379")
+    assert "one machine" in _routable(eps, "127.0.0.1:6379")
+    assert "reachable by address" in _routable(eps[1:], "10.0.0.2:6379")
