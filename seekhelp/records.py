@@ -115,8 +115,10 @@ class Trajectory:
     @property
     def attempted(self) -> list[str]:
         """Everything the policy TRIED to send, before the guard: each SLM message (kept even when the guard
-        blocked or redacted it) and, for strategies that forward the raw question, what they forwarded."""
-        tried = [t.content for t in self.turns if t.role == "slm" and t.action == "message" and t.content]
+        blocked or redacted it), a redactor's output (redact_direct), and, for strategies that forward the raw
+        question, what they forwarded."""
+        tried = [t.content for t in self.turns
+                 if t.role in ("slm", "redactor") and t.action == "message" and t.content]
         if self.raw_question_sent:
             tried += [t.sent for t in self.turns if t.role == "llm" and t.sent]
         return tried

@@ -151,8 +151,8 @@ async def _redact_direct(ctx: StrategyContext, qs: list[Question]) -> list[Traje
     trajs = []
     for q, s, c in zip(qs, sent, outs, strict=True):
         t = _traj(ctx, q, "redact_direct")  # what it tried to send is the redacted text, measured like any message
-        t.turns.append(Turn(role="slm", raw="", action=protocol.MESSAGE, content=s,
-                            think=f"redactor: {ctx.redactor}"))
+        t.turns.append(Turn(role="redactor", raw="", action=protocol.MESSAGE, content=s,
+                            think=f"redactor: {ctx.redactor}"))  # a program, not a model: no tokens
         ans = _answer_of(c.text) or (c.text.strip().splitlines() or [None])[-1]
         t.turns.append(_turn("llm", c, protocol.ANSWER, ans or "", sent=s))
         trajs.append(_close(t, ans, c))
