@@ -107,8 +107,16 @@ class PolicySampler:
         srv = self._stack.enter_context(serve(model_dir, timeout_s=self.cfg.start_timeout_s, command=command,
                                               extra_args=self.cfg.extra_args))
         log.info("policy %s served at %s (%s)", label, srv.base_url, self.cfg.engine)
-        return OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=label,
-                                            max_concurrency=self.cfg.max_concurrency, extra_body=self.cfg.extra_body))
+        backend = OpenAIBackend(EndpointConfig(base_url=srv.base_url, model=srv.model, label=label,
+                                               max_concurrency=self.cfg.max_concurrency,
+                                               extra_body=self.cfg.extra_body))
+        from seekhelp.backends.openai_compat import EndpointError
+
+        try:  # one real call with the recipe's fields before any rollout (a server refusing them fails here)
+            backend.check()
+        except EndpointError as e:
+            raise EndpointError(f"policy: {e}") from e
+        return backend
 
     def close(self) -> None:
         served = self._stack is not None and self.cfg.kind == "server"

@@ -90,7 +90,8 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
             "rounds=2", "k=1", "train_questions=8", "validation_questions=4", "easy_k=1", "n_max=2",
             "slm_max_new_tokens=24", "llm_max_new_tokens=16", "batch_size=8", "min_reward=-100",
             f"llm.base_url={llm.base_url}", "llm.model=scripted", "policy.kind=server", "policy.engine=transformers",
-            "policy.extra_args=[]", "policy.max_concurrency=8", "retrain.accelerate_config=sft/accelerate/cpu.yaml",
+            "policy.extra_args=[]", "policy.extra_body=null",  # vLLM sampling fields: transformers serve refuses them
+            "policy.max_concurrency=8", "retrain.accelerate_config=sft/accelerate/cpu.yaml",
             "retrain.num_processes=2", "retrain.sft_processes=1", f"sft_overrides={overrides}")], workdir, walls)
         assert log.count("served at http://127.0.0.1:") >= 3, "rollouts/validation did not go through the server"
         assert log.count("accelerate.commands.launch") == 2, "the retrains did not run under accelerate launch"
