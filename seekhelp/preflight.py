@@ -226,11 +226,11 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
             data_recipe = load_recipe(DataRecipe, data, overrides.get("data"))
             endpoints += [(data, e) for e in data_endpoints(data_recipe)]
             if data_recipe.hub_dataset_id:
-                findings.append(_run(f"{Path(data).name}: hub_dataset_id",
+                findings.append(_run(f"{data}: hub_dataset_id",
                                      lambda: _hub_token("hub_dataset_id", data_recipe.hub_dataset_id)))
             if data_recipe.ray.address:
-                findings.append(_run(f"{Path(data).name}: ray", lambda: _importable("ray", "ray.address is set")))
-                findings.append(_run(f"{Path(data).name}: ray endpoints",
+                findings.append(_run(f"{data}: ray", lambda: _importable("ray", "ray.address is set")))
+                findings.append(_run(f"{data}: ray endpoints",
                                      lambda: _routable(data_endpoints(data_recipe), data_recipe.ray.address)))
     if rl:
         from rl.loop import RLRecipe
@@ -240,7 +240,7 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
         if r.ok:
             rl_recipe = load_recipe(RLRecipe, rl, overrides.get("rl"))
             endpoints += [(rl, e) for e in rl_endpoints(rl_recipe)]
-            findings += [_run(f"{Path(rl).name}: {what}", fn) for what, fn in rl_placement_checks(rl_recipe)]
+            findings += [_run(f"{rl}: {what}", fn) for what, fn in rl_placement_checks(rl_recipe)]
     if eval_:
         from seekhelp.evaluation import recipe as eval_recipes
 
@@ -251,7 +251,7 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
     if any(e.kind == "embedded" for _, e in endpoints):
         findings.append(_run("embedded endpoint", check_serving_code))
     for path, e in endpoints:
-        where = f"{Path(path).name}: {e.field}"
+        where = f"{path}: {e.field}"  # the path as given: two stages' recipes may share a file name
         if e.kind == "openai":
             findings.append(_run(where, lambda e=e: check_endpoint("", e.base_url, e.model, e.api_key_env,
                                                                    extra_body=e.extra_body)))

@@ -63,14 +63,14 @@ def test_doctor_names_what_the_gpu_recipes_need_and_this_machine_lacks(monkeypat
     with ScriptedServer(models=["Qwen/Qwen3-235B-A22B-Instruct-2507"]) as llm:
         found = _by_what(doctor(rl=GPU_RL, overrides={"rl": [f"llm.base_url={llm.base_url}",
                                                              "hub_model_id=you/qwen3-4b-rl"]}))
-    assert found["gpu.yaml: llm"].ok  # the endpoint answers for its model id
+    assert found[f"{GPU_RL}: llm"].ok  # the endpoint answers for its model id
     fails = {w: f.detail for w, f in found.items() if not f.ok}
-    assert "no `vllm` executable" in fails["gpu.yaml: policy: vllm serve"]
-    assert "needs 4 GPU(s); no nvidia-smi" in fails["gpu.yaml: policy: GPUs"]
-    assert "needs 4 GPU(s)" in fails["gpu.yaml: retrain: GPUs"]
-    assert "HF_TOKEN is empty" in fails["gpu.yaml: rl: hub_model_id"]
-    if "gpu.yaml: retrain: DeepSpeed" in fails:
-        assert "pip install -e '.[gpu]'" in fails["gpu.yaml: retrain: DeepSpeed"]
+    assert "no `vllm` executable" in fails[f"{GPU_RL}: policy: vllm serve"]
+    assert "needs 4 GPU(s); no nvidia-smi" in fails[f"{GPU_RL}: policy: GPUs"]
+    assert "needs 4 GPU(s)" in fails[f"{GPU_RL}: retrain: GPUs"]
+    assert "HF_TOKEN is empty" in fails[f"{GPU_RL}: rl: hub_model_id"]
+    if f"{GPU_RL}: retrain: DeepSpeed" in fails:
+        assert "pip install -e '.[gpu]'" in fails[f"{GPU_RL}: retrain: DeepSpeed"]
 
 
 def test_doctor_passes_the_placement_where_the_gpus_and_vllm_are_there(monkeypatch, tmp_path):
@@ -83,8 +83,8 @@ def test_doctor_passes_the_placement_where_the_gpus_and_vllm_are_there(monkeypat
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "smi", [[500] * 8]) + os.pathsep + os.environ["PATH"])
     with ScriptedServer(models=["Qwen/Qwen3-235B-A22B-Instruct-2507"]) as llm:
         found = _by_what(doctor(rl=GPU_RL, overrides={"rl": [f"llm.base_url={llm.base_url}"]}))
-    assert found["gpu.yaml: policy: vllm serve"].ok and found["gpu.yaml: policy: GPUs"].ok
-    assert "8 GPU(s) visible" in found["gpu.yaml: retrain: GPUs"].detail
+    assert found[f"{GPU_RL}: policy: vllm serve"].ok and found[f"{GPU_RL}: policy: GPUs"].ok
+    assert "8 GPU(s) visible" in found[f"{GPU_RL}: retrain: GPUs"].detail
 
 
 def test_doctor_refuses_loopback_endpoints_on_a_multi_node_ray_cluster():
