@@ -39,12 +39,18 @@ def injected_seeds(store, no_generation: str, no_output: str) -> set[str]:
 
 
 def stop_if_failed_alike(stage: str, reasons: list[str], n: int) -> None:
-    """A chunk of at least 4 items that all failed for the same reason means the endpoint is down or refuses us:
-    stop (the chunks before it are stored, a rerun resumes) instead of recording every later item as failed."""
+    """A chunk of at least 4 items whose calls all failed for the same reason (no generation came back) means the
+    endpoint is down or refuses us: stop (the chunks before it are stored, a rerun resumes) instead of recording
+    every later item as failed. Replies that came back but did not parse (a small judge's broken JSON) are the
+    model's answers, recorded as failures, never a reason to stop."""
+    from pipelines.llm_injection import NO_OUTPUT
+    from pipelines.llm_tasks import NO_GENERATION
     from seekhelp.backends.openai_compat import EndpointError
 
-    if n >= 4 and len(reasons) == n and len(set(reasons)) == 1:
-        raise EndpointError(f"{stage}: all {n} items of a chunk failed alike ({str(reasons[0])[:200]}); the chunks "
+    first = str(reasons[0]) if reasons else ""
+    call_failed = NO_GENERATION in first or first == NO_OUTPUT
+    if call_failed and n >= 4 and len(reasons) == n and len(set(reasons)) == 1:
+        raise EndpointError(f"{stage}: all {n} items of a chunk failed alike ({first[:200]}); the chunks "
                             "before it are stored, rerun to resume once the endpoint answers")
 
 

@@ -187,11 +187,14 @@ def test_eval_stops_before_any_run_on_a_wrong_model_id(tmp_path, tiny_model_dir)
     assert run_sql(recipe.store, "SELECT count(*) AS n FROM trajectories")["n"][0] == 0
 
 
-def test_a_chunk_that_failed_alike_stops_the_llm_stage_and_a_mixed_one_does_not():
+def test_a_chunk_whose_calls_all_failed_stops_the_llm_stage_and_bad_replies_do_not():
     from pipelines.resumable import stop_if_failed_alike
 
-    stop_if_failed_alike("LLM judge", ["timeout", "timeout", "bad json", "timeout"], 4)  # mixed: recorded only
-    stop_if_failed_alike("LLM judge", ["timeout"] * 3, 3)  # too few to tell
-    stop_if_failed_alike("LLM judge", ["timeout"] * 3, 4)  # one item succeeded
-    with pytest.raises(EndpointError, match=r"LLM judge: all 4 items of a chunk failed alike \(APIConnectionError"):
-        stop_if_failed_alike("LLM judge", ["APIConnectionError: Connection error."] * 4, 4)
+    gone = "no generation (APIConnectionError: Connection error.)"
+    stop_if_failed_alike("LLM judge", [gone, gone, "bad json", gone], 4)  # mixed: recorded only
+    stop_if_failed_alike("LLM judge", [gone] * 3, 3)  # too few to tell
+    stop_if_failed_alike("LLM judge", [gone] * 3, 4)  # one item succeeded
+    # a small judge that never writes valid JSON answered every call: its replies are failures, not an outage
+    stop_if_failed_alike("LLM judge", ["no JSON verdict with a 'leak' key found"] * 8, 8)
+    with pytest.raises(EndpointError, match=r"LLM judge: all 4 items of a chunk failed alike \(no generation"):
+        stop_if_failed_alike("LLM judge", [gone] * 4, 4)
