@@ -170,8 +170,8 @@ def need_stats(trajs: Sequence[Trajectory], qs: Sequence[Question], em: Sequence
             "need_followup_leak": 100.0 * leaks / n if n else None}
 
 
-_PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "asked", "answered_alone", "llm_called", "em_easy",
-            "em_hard"}
+_PERCENT = {"em", "format_ok", "priv_sample", "priv_sent", "priv_independent", "asked", "answered_alone", "llm_called",
+            "em_easy", "em_hard"}
 
 
 def _ci(values: Sequence[float], key: str) -> list[float] | None:

@@ -63,8 +63,9 @@ def disagreements(pairs: Iterable[tuple[Trajectory, Question, bool]], limit: int
     for t, q, detector in pairs:
         words = trajectory_leaks(t, q)
         if bool(words) != detector and t.attempted:
+            shown = next((m for m in t.attempted if message_leaks(m, q)), t.attempted[0])  # the message with the words
             out.append({"trajectory_id": t.id, "detector": detector, "independent": bool(words), "words": words,
-                        "message": t.attempted[0][:300]})
+                        "message": shown[:300]})
             if len(out) >= limit:
                 break
     return out

@@ -39,3 +39,14 @@ def test_the_independent_judge_is_never_a_training_signal():
             assert "independent_leak" not in f.read_text(), f
     for f in ("seekhelp/rewards.py", "seekhelp/privacy.py", "seekhelp/judging.py", "seekhelp/runtime.py"):
         assert "independent_leak" not in Path(f).read_text(), f
+
+
+def test_a_disagreement_shows_the_message_that_carries_the_words_and_the_rate_is_a_percent():
+    from seekhelp.evaluation.aggregate import run_metrics
+
+    t = _traj("What is the currency of Peru?")
+    t.turns.append(Turn(role="slm", raw="", action="message", content="Is it the same as last spring?"))
+    (d,) = disagreements([(t, Q, False)])
+    assert d["message"] == "Is it the same as last spring?" and d["words"] == ["last", "spring"]
+    row = run_metrics([t, _traj("What is the currency of Peru?")], {Q.id: Q}, {})
+    assert row["priv_independent"] == 50.0 and row["ci"]["priv_independent"][1] > 1.0  # percent, like the others
