@@ -209,6 +209,16 @@ def _run(what: str, fn) -> Finding:
         return Finding(False, what, one_line(e), time.perf_counter() - t0)
 
 
+def _parsed(kind: str, path: str, load) -> tuple[Finding, object | None]:
+    """Load a recipe once: the finding that says whether it parses, and the recipe (None when it does not)."""
+    t0, got = time.perf_counter(), None
+    try:
+        got = load()
+    except Exception as e:  # a bad recipe is one line of the report, like every other problem
+        return Finding(False, f"{kind} recipe {path}", one_line(e), time.perf_counter() - t0), None
+    return Finding(True, f"{kind} recipe {path}", "parses", time.perf_counter() - t0), got
+
+
 def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = None,
            overrides: dict[str, list[str]] | None = None) -> list[Finding]:
     """Check the recipes' endpoints and the client stack without starting any stage."""
@@ -220,34 +230,32 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
     if data:
         from pipelines.generate import DataRecipe
 
-        r = _run(f"data recipe {data}", lambda: load_recipe(DataRecipe, data, overrides.get("data")) and "parses")
-        findings.append(r)
-        if r.ok:
-            data_recipe = load_recipe(DataRecipe, data, overrides.get("data"))
-            endpoints += [(data, e) for e in data_endpoints(data_recipe)]
-            if data_recipe.hub_dataset_id:
+        found, recipe = _parsed("data", data, lambda: load_recipe(DataRecipe, data, overrides.get("data")))
+        findings.append(found)
+        if recipe is not None:
+            endpoints += [(data, e) for e in data_endpoints(recipe)]
+            if recipe.hub_dataset_id:
                 findings.append(_run(f"{data}: hub_dataset_id",
-                                     lambda: _hub_token("hub_dataset_id", data_recipe.hub_dataset_id)))
-            if data_recipe.ray.address:
+                                     lambda: _hub_token("hub_dataset_id", recipe.hub_dataset_id)))
+            if recipe.ray.address:
                 findings.append(_run(f"{data}: ray", lambda: _importable("ray", "ray.address is set")))
                 findings.append(_run(f"{data}: ray endpoints",
-                                     lambda: _routable(data_endpoints(data_recipe), data_recipe.ray.address)))
+                                     lambda: _routable(data_endpoints(recipe), recipe.ray.address)))
     if rl:
         from rl.loop import RLRecipe
 
-        r = _run(f"rl recipe {rl}", lambda: load_recipe(RLRecipe, rl, overrides.get("rl")) and "parses")
-        findings.append(r)
-        if r.ok:
-            rl_recipe = load_recipe(RLRecipe, rl, overrides.get("rl"))
+        found, rl_recipe = _parsed("rl", rl, lambda: load_recipe(RLRecipe, rl, overrides.get("rl")))
+        findings.append(found)
+        if rl_recipe is not None:
             endpoints += [(rl, e) for e in rl_endpoints(rl_recipe)]
             findings += [_run(f"{rl}: {what}", fn) for what, fn in rl_placement_checks(rl_recipe)]
     if eval_:
         from seekhelp.evaluation import recipe as eval_recipes
 
-        r = _run(f"eval recipe {eval_}", lambda: eval_recipes.load(eval_, overrides.get("eval")) and "parses")
-        findings.append(r)
-        if r.ok:
-            endpoints += [(eval_, e) for e in eval_endpoints(eval_recipes.load(eval_, overrides.get("eval")))]
+        found, ev = _parsed("eval", eval_, lambda: eval_recipes.load(eval_, overrides.get("eval")))
+        findings.append(found)
+        if ev is not None:
+            endpoints += [(eval_, e) for e in eval_endpoints(ev)]
     if any(e.kind == "embedded" for _, e in endpoints):
         findings.append(_run("embedded endpoint", check_serving_code))
     for path, e in endpoints:
