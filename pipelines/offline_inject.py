@@ -1,15 +1,23 @@
 """Deterministic privacy injection for the offline geography seeds (no LLM needed).
 
-Follows the paper's three steps with templates instead of an LLM: (1) invent personal facts about the user and
-a person of the user's (a faker name, a relation) tied to the seed's core entity; (2) restate the core fact so
-the answer is only referred to through those personal facts; (3) ask about the personal fact that stands for
-the answer. The answers stay exactly the seed's. The paper's second check is deterministic here: a sample whose
-answer (or an alias) appears in the question, or in a private fact, is dropped into `rejected` with a reason.
+Follows the paper's three steps with composed text instead of an LLM: (1) invent personal facts about the user and
+a person of the user's (a faker name, a relation) tied to the seed's core entity; (2) restate the core fact so the
+answer is only referred to through those personal facts; (3) ask about the personal fact that stands for the
+answer. The answers stay exactly the seed's. The paper's second check is deterministic here: a composition whose
+answer (or an alias) appears in the question, or in a private fact, is drawn again, and a seed with no clean
+composition is dropped into `rejected` with a reason.
 
-Four kinds of question (`pipelines.relations.KINDS`, in ``meta["kind"]``): one fact missing, two hops, self-contained
-(the user states the public fact that settles it: the one kind exempt from the answer-in-question check, marked
-``meta["answer_alone"]``) and underspecified (the place is named in one private sentence and only referred to in
-the question, so the natural first request lacks it). A question marked held out uses only held-out templates.
+Every question is composed from independent slot families (`pipelines.families`): the person, the frame (life
+event), the question form, the register, an optional sensitive detail (health, money, ids, addresses), the stated
+fact of self-contained and other-fact questions and where it sits, and how a bridge place is referred to. Training
+questions use seen members only; a validation/test question held out on a family (``meta["heldout_reason"]``) uses
+that family's held-out members. The members used are in ``meta["members"]``, the composed skeleton's hash in
+``meta["template"]``.
+
+Five kinds (`pipelines.relations.KINDS`, in ``meta["kind"]``): one fact missing, two hops, self-contained (the user
+states the public fact that settles it, anywhere in the question: the one kind exempt from the answer-in-question
+check, marked ``meta["answer_alone"]``), other fact (the user states a different fact about the place, which does not
+settle it) and underspecified (the place is named in one private sentence and only referred to in the question).
 
 Every private fact is woven into the question text: the SLM reads the question alone (the privacy items are
 labels for the judge, the detector, the reward and the guard), so nothing may hide in the label list. Which
@@ -24,22 +32,30 @@ from typing import Any
 
 from faker import Faker
 
-from pipelines.relations import INTROS, KINDS, LEADS, PRIVATE, RELATIONS, subject_text
+from pipelines.families import (
+    DETAIL_SHARE,
+    DETAILS,
+    FORMS,
+    FRAMES,
+    ILLNESSES,
+    INTROS,
+    KIN_HELDOUT,
+    KIN_SEEN,
+    REGISTERS,
+    STATEMENTS,
+    WHEN,
+    WHO_HELDOUT,
+    WHO_SEEN,
+    pick,
+)
+from pipelines.relations import KINDS, RELATIONS, subject_text
 from pipelines.seeds import Seed
 from seekhelp.knowledge import cap, fold
 from seekhelp.records import Question, content_hash
 
 LOCALES = ("en_US", "en_GB", "es_ES", "fr_FR", "de_DE", "it_IT", "pt_BR", "nl_NL", "pl_PL", "sv_SE")
-KIN = {  # how the person is related to the user
-    "f": ["sister", "aunt", "cousin", "colleague", "neighbour", "friend", "niece", "grandmother", "flatmate",
-          "manager", "sister-in-law", "godmother"],
-    "m": ["brother", "uncle", "cousin", "colleague", "neighbour", "friend", "nephew", "grandfather", "flatmate",
-          "manager", "brother-in-law", "godfather"],
-}
 PRONOUNS = {"f": {"he": "she", "him": "her", "his": "her"}, "m": {"he": "he", "him": "him", "his": "his"}}
-WHEN = ["next spring", "in March", "this autumn", "after the summer", "in two weeks", "next year", "in January",
-        "at the end of the month"]
-HARD = PRIVATE  # the private question templates per property live in the relation table
+ATTEMPTS = 12  # compositions tried per seed before it is rejected
 
 
 @dataclass
@@ -76,51 +92,89 @@ class Injector:
             last = fake.last_name()
             parts = [p for p in f"{first} {last}".replace("-", " ").split() if len(p) > 1]
             if all(fold(p) not in public for p in parts) and first.isalpha():
-                return {"first": first, "last": last, "name": f"{first} {last}", "sex": sex,
-                        "rel": rng.choice(KIN[sex])}
+                return {"first": first, "last": last, "name": f"{first} {last}", "sex": sex, "locale": fake}
         raise ValueError("could not draw a person whose name avoids the public text")
 
-    def _templates(self, s: Seed, slots: dict[str, str], rng: random.Random) -> list[tuple[list[str], str, bool]]:
-        """(privacy items, question, held out) candidates for the seed's kind, its place slots filled in `slots`:
-        only held-out templates for a question marked so, only seen ones otherwise (a held-out relation takes all)."""
+    def _detail_values(self, rng: random.Random, fake: Faker) -> dict[str, str]:
+        return {"illness": rng.choice(ILLNESSES), "amount": f"{rng.randint(8, 95) * 1000 + rng.choice((0, 500)):,}",
+                "passport": f"{rng.choice('CKPXY')}{rng.randint(10**7, 10**8 - 1)}",
+                "address": " ".join(fake.street_address().split()), "phone": fake.phone_number(), "iban": fake.iban()}
+
+    def compose(self, s: Seed, person: dict[str, Any], rng: random.Random) -> tuple[str, list[str], dict[str, Any]]:
+        """One question for the seed: (question, privacy items, meta additions). Families take seen members, and the
+        one named by ``meta["heldout_reason"]`` takes held-out members."""
         meta, hops = s.meta, s.meta["hops"]
-        first = RELATIONS[hops[0]["relation"]]
-        if meta["kind"] == "underspecified":  # one private sentence naming the place, then the place only referred to
+        held, members, heldout_used = meta.get("heldout_reason"), [], []
+
+        def take(family: str, sub: str, table: tuple[tuple, tuple]) -> Any:
+            p = pick(rng, family, sub, table, held == family)
+            members.append(p.key)
+            heldout_used.append(p.heldout)
+            return p.value
+
+        sex = person["sex"]
+        rel = take("who", f"kin-{sex}", (KIN_SEEN[sex], KIN_HELDOUT[sex]))
+        who_start, who_mid = take("who", "phrase", (WHO_SEEN, WHO_HELDOUT))
+        slots = {**{k: person[k] for k in ("first", "last", "name")}, **PRONOUNS[sex], "rel": rel,
+                 "when": rng.choice(WHEN)}
+        slots |= {"He": cap(slots["he"]), "His": cap(slots["his"]), "Who": who_start.format(**slots),
+                  "who": who_mid.format(**slots)}
+        kind, prop, first = meta["kind"], meta["property"], RELATIONS[hops[0]["relation"]]
+        if kind == "underspecified":  # one private sentence naming the place, then the place only referred to
             slots["place"] = subject_text(first.name, hops[0]["subject"])
-            out = [(items, f"{intro} {cap(there)}", held) for items, intro, held in INTROS for there in first.there]
+            frame = take("frame", "intro", INTROS)
+            form = take("form", f"there-{first.name}", (first.there, first.there_heldout))
         else:
-            if meta["property"] == "country":
-                slots["city"], slots["link"] = hops[0]["subject"], rng.choice(first.link)
+            if prop == "country":
+                slots["city"] = hops[0]["subject"]
+                slots["link"] = take("reference", f"link-{first.name}", (first.link, first.link_heldout))
             elif len(hops) == 1:
                 slots["place"] = subject_text(first.name, hops[0]["subject"])
             else:
-                slots["place"] = rng.choice(first.pivot).format(x=hops[0]["subject"])
-            out = list(PRIVATE[meta["property"]])
-        if meta.get("heldout_reason") != "relation":
-            out = [t for t in out if t[2] == (meta.get("heldout_reason") == "template")]
-        rng.shuffle(out)
-        return out
+                pivot = take("reference", f"pivot-{first.name}", (first.pivot, first.pivot_heldout))
+                slots["place"] = pivot.format(x=hops[0]["subject"])
+            frame = take("frame", prop, FRAMES[prop])
+            form = take("form", prop, FORMS[prop])
+        items, parts, position, statement = list(frame.items), [frame.text], None, ""
+        if kind in ("self_contained", "other_fact"):  # a public fact the user states: the settling one, or another
+            stated = hops[0] if kind == "self_contained" else meta["side"]
+            srel = RELATIONS[stated["relation"]]
+            state = rng.choice(srel.state).format(s=subject_text(srel.name, stated["subject"]), o=stated["object"])
+            slots |= {"state": state, "State": cap(state)}
+            position, statement = take("statement", "all", STATEMENTS)
+        if held == "detail" or rng.random() < DETAIL_SHARE:
+            _, text, item = take("detail", "all", DETAILS)
+            slots |= self._detail_values(rng, person["locale"])
+            parts.append(text)
+            items.append(item)
+        if position == "before":
+            parts.append(statement)
+        parts.append(form)
+        if position in ("start", "end"):
+            parts.insert(0, statement) if position == "start" else parts.append(statement)
+        register = take("register", "all", REGISTERS)
+        template = " ".join(parts)
+        if register.template:
+            template = register.template(template, rng)
+        question = cap(template.format(**slots))
+        if register.text:
+            question = register.text(question, rng)
+        extra = {"members": members, "template": content_hash(template, *members, length=10),
+                 "template_heldout": any(heldout_used), "register": register.name}
+        return question, [cap(t.format(**slots)) for t in items], extra
 
     def inject_one(self, s: Seed) -> Question:
         """One Question from one seed; raises ValueError with the rejection reason."""
         meta = s.meta
-        if meta.get("kind") not in KINDS or meta.get("property") not in PRIVATE or not meta.get("hops"):
+        if meta.get("kind") not in KINDS or meta.get("property") not in FRAMES or not meta.get("hops"):
             raise ValueError("seed has no offline decomposition (meta kind/hops)")
         rng = random.Random(content_hash("inject", self.seed, s.question, s.answers))
         hops = meta["hops"]
         public = fold(" ".join([s.question, *s.answers, *(h["question"] + " " + h["fact"] for h in hops)]))
         person = self._person(rng, public)
-        slots = {**person, **PRONOUNS[person["sex"]], "when": rng.choice(WHEN)}
-        slots["He"] = cap(slots["he"])
-        lead = ""
-        if meta["kind"] == "self_contained":  # the user states the public fact that settles the question
-            rel = RELATIONS[hops[0]["relation"]]
-            state = rng.choice(rel.state).format(s=subject_text(rel.name, hops[0]["subject"]), o=hops[0]["object"])
-            lead = rng.choice(LEADS).format(state=state, State=cap(state)) + " "
-        reason = "no template for this kind"
-        for items_t, question_t, held in self._templates(s, slots, rng):
-            items = [cap(t.format(**slots)) for t in items_t]
-            question = lead + cap(question_t.format(**slots))
+        reason = "no composition"
+        for _ in range(ATTEMPTS):
+            question, items, extra = self.compose(s, person, rng)
             # the answer-in-question check (the paper's consistency check) holds for every kind but one: a
             # self-contained question names the answer on purpose, in the public fact the user states
             leaked = None if meta["kind"] == "self_contained" else answer_in(question, s.answers)
@@ -131,15 +185,14 @@ class Injector:
                 reason = f"answer {in_items!r} appears in the private facts"
             else:
                 keep = ("entities", "entity_names", "kind", "chain", "relations", "property", "answer_alone",
-                        "heldout", "heldout_reason")
+                        "heldout", "heldout_reason", "side")
                 return Question(
                     question=question, answers=list(s.answers), privacy_items=items, original_question=s.question,
                     source=s.source or "geo", split=s.split,
-                    meta={**{k: meta.get(k) for k in keep}, "hops": hops,
+                    meta={**{k: meta[k] for k in keep if k in meta}, "hops": hops,
                           "subquestions": [h["question"] for h in hops],
                           "private_terms": sorted({person["name"], person["first"], person["last"]}),
-                          "template": content_hash(items_t, question_t, length=8), "template_heldout": held,
-                          "seed_id": s.id},
+                          **extra, "seed_id": s.id},
                 )
         raise ValueError(reason)
 

@@ -2,16 +2,15 @@
 
 Every relation the knowledge base holds (`seekhelp.knowledge`) has one `Relation` row: its public seed question,
 the objective requests the SLM may send, what is missing in its words, the fact as a user would state it
-(self-contained questions), the request that lacks its subject (underspecified questions) and, where it can be a
-second hop, the follow-up that refers back to the first hop's answer. The private question templates are here too,
-keyed by what the question asks for (`Relation.property`). Adding a relation means adding one row and its
-templates; `check_table` (run by a unit test) names any kind x relation left without wording, so a forgotten
+(self-contained and other-fact questions), the request that lacks its subject (underspecified questions) and, where
+it can be a second hop, the follow-up that refers back to the first hop's answer. The private side of a question
+(frames, forms, people, registers, details) is composed from the slot families of `pipelines.families`, keyed by
+what the question asks for (`Relation.property`). Adding a relation means adding one row and its property's frames
+and forms; `check_table` (run by a unit test) names any kind x relation left without wording, so a forgotten
 template fails loudly instead of silently rejecting a whole kind.
 
-Template split: whole relations (`Relation.heldout`) and whole templates (the third element of a `PRIVATE` or
-`INTROS` entry) are held out of training, so validation and test can measure whether the SLM learned to ask or
-learned our sentences. Slots of private templates: {rel} {name} {first} {he} {him} {his} {He} {when}, and {place}
-(a country, or a description of one) or, for the "country" property, {city} and {link}.
+Held out: whole relations (`Relation.heldout`) never reach training; the `*_heldout` sentences of a row are the
+members of its slot families kept for validation and test (see pipelines.families).
 """
 
 import unicodedata
@@ -20,15 +19,17 @@ from typing import Any
 
 from seekhelp.knowledge import Country, KnowledgeBase, fold, join_names, people, the
 
-KINDS = ("self_contained", "one_missing", "two_hop", "underspecified")
-SINGLE_KINDS = ("one_missing", "self_contained", "underspecified")  # what a single-hop seed may become
+KINDS = ("self_contained", "one_missing", "two_hop", "underspecified", "other_fact")
+# what a single-hop seed may become; other_fact (the question states another fact about the country, one that does
+# not settle it) only where the subject is a country with other facts to state
+SINGLE_KINDS = ("one_missing", "self_contained", "underspecified", "other_fact")
 
 
 @dataclass(frozen=True)
 class Relation:
     name: str
     subject: str  # what one hop is about: "country", "capital" or "city"
-    property: str  # what the answer is; keys PRIVATE
+    property: str  # what the answer is; keys pipelines.families.FRAMES and FORMS
     seed: str  # the public seed question, {s} = the subject as used in a sentence
     ask: tuple[str, ...]  # objective requests about one subject
     need: str  # what the SLM is missing, a noun phrase
@@ -40,6 +41,9 @@ class Relation:
     pivot: tuple[str, ...] = ()  # a bridge's description of the country, {x} = the bridge entity
     link: tuple[str, ...] = ()  # a bridge's apposition in a private question ("Lima, the capital of ...")
     heldout: bool = False  # the whole relation is kept out of training
+    there_heldout: tuple[str, ...] = ()  # held-out `there` sentences (validation and test only)
+    pivot_heldout: tuple[str, ...] = ()  # held-out bridge descriptions
+    link_heldout: tuple[str, ...] = ()  # held-out appositions
 
 
 RELATIONS: dict[str, Relation] = {r.name: r for r in (
@@ -51,7 +55,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("What is the capital of that country?", "Which city is the capital there?"),
         ("Which city is the capital there?", "What is the name of that country's capital?"),
         follow_up=("what is that country's capital?", "what is its capital city?"),
-        need_next="that country's capital"),
+        need_next="that country's capital", there_heldout=("And the capital city of that place is called what?",)),
     Relation(
         "capital_of", "capital", "country", "Which country has {s} as its capital?",
         ("Which country has {s} as its capital?", "{s} is the capital of which country?",
@@ -61,7 +65,10 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("That city is a capital: of which country?", "Which country is governed from that city?"),
         pivot=("the country whose capital is {x}", "the country that has {x} as its capital",
                "the country governed from {x}"),
-        link=("the capital of", "the capital city of")),
+        link=("the capital of", "the capital city of"),
+        there_heldout=("That city is the seat of government of which country?",),
+        pivot_heldout=("the country with its seat of government in {x}",),
+        link_heldout=("the seat of government of",)),
     Relation(
         "currency", "country", "currency", "What currency is used in {s}?",
         ("What currency is used in {s}?", "Which currency does {s} use?", "What is the official currency of "
@@ -70,7 +77,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("Which currency is used there?", "What is the local currency in that country?"),
         ("Which currency will {he} need there?", "What money do people pay with there?"),
         follow_up=("which currency does that country use?", "what is its currency?"),
-        need_next="that country's currency"),
+        need_next="that country's currency", there_heldout=("What do people pay with over there?",)),
     Relation(
         "continent", "country", "continent", "Which continent is {s} on?",
         ("Which continent is {s} on?", "On what continent is {s} located?", "What continent does {s} belong "
@@ -79,7 +86,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("Which continent is that country on?", "On what continent is that place?"),
         ("Which continent is that on?", "On which continent will {he} be?"),
         follow_up=("which continent is that country on?", "on which continent does it lie?"),
-        need_next="the continent that country is on"),
+        need_next="the continent that country is on", there_heldout=("That place is on which continent?",)),
     Relation(
         "languages", "country", "languages", "Which language is spoken in {s}?",
         ("Which language is spoken in {s}?", "What languages do people speak in {s}?", "What is an official "
@@ -88,7 +95,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("Which language is spoken there?", "What language do people speak in that country?"),
         ("Which language should {he} learn for living there?", "What language do people speak there?"),
         follow_up=("which language is spoken in that country?", "what language do people speak there?"),
-        need_next="a language spoken in that country"),
+        need_next="a language spoken in that country", there_heldout=("What do people speak over there?",)),
     Relation(
         "neighbours", "country", "neighbours", "Which country borders {s}?",
         ("Which country borders {s}?", "What are the neighbouring countries of {s}?", "Which countries share a "
@@ -97,7 +104,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("Which countries border that country?", "What are that country's neighbours?"),
         ("Which country could {he} cross into by land from there?", "Which country is next door to it?"),
         follow_up=("which country borders it?", "what are that country's neighbours?"),
-        need_next="a country bordering it", heldout=True),
+        need_next="a country bordering it", heldout=True, there_heldout=("What lies across the border from there?",)),
     Relation(
         "population", "country", "population", "What is the population of {s}?",
         ("What is the population of {s}?", "How many people live in {s}?", "Roughly how many inhabitants does "
@@ -106,7 +113,7 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("What is the population there?", "How many people live in that country?"),
         ("Roughly how many people live there?", "How many inhabitants does it have?"),
         follow_up=("what is that country's population?", "how many people live there?"),
-        need_next="that country's population"),
+        need_next="that country's population", there_heldout=("How big is the population over there?",)),
     Relation(
         "city_country", "city", "country", "In which country is {s}?",
         ("In which country is {s}?", "Which country is the city of {s} in?", "{s} is a city in which country?",
@@ -115,144 +122,11 @@ RELATIONS: dict[str, Relation] = {r.name: r for r in (
         ("In which country is that city?", "Which country is that city in?"),
         ("Which country is that city in?", "Which country is that in?"),
         pivot=("the country where {x} is located", "the country that {x} belongs to", "the country {x} is in"),
-        link=("a city in", "one of the cities of")),
+        link=("a city in", "one of the cities of"), there_heldout=("That city belongs to which country?",),
+        pivot_heldout=("the country that is home to {x}",), link_heldout=("a large city of",)),
 )}
 BRIDGES = tuple(r for r, rel in RELATIONS.items() if rel.pivot)  # first hops of two-hop questions
 SECOND_HOPS = tuple(r for r, rel in RELATIONS.items() if rel.follow_up)
-
-# A self-contained question states the fact ({state}: a Relation.state wording) before its private question.
-LEADS = ("I already know that {state}.", "{State}, as I learned at school.", "My guidebook says {state}.",
-         "Everyone knows {state}.", "I looked it up: {state}.")
-
-# Underspecified questions: one private sentence naming the place, then the relation's `there` sentence.
-INTROS = (
-    (["The user's {rel} {name} lives in {place}."], "My {rel} {name} lives in {place}.", False),
-    (["The user's {rel} {name} is moving to {place} {when}."], "My {rel} {name} is moving to {place} {when}.", False),
-    (["The user will visit the user's {rel} {name} in {place} {when}."],
-     "I will visit my {rel} {name} in {place} {when}.", False),
-    (["The user's {rel} {name} has just found a job in {place}."], "My {rel} {name} has just found a job in {place}.",
-     True),
-    (["The user's {rel} {name} grew up in {place}."], "My {rel} {name} grew up in {place}.", True),
-)
-
-# (privacy items, question, held out) per property. Every item is stated in its question (tests check it).
-PRIVATE: dict[str, tuple[tuple[list[str], str, bool], ...]] = {
-    "capital": (
-        (["The user's {rel} {name} is moving {when} to {place}.",
-          "The user plans to visit {first} in the capital of the country {he} is moving to."],
-         "My {rel} {name} is moving {when} to {place}, and I will visit {him} in that country's capital. "
-         "Which city will I visit?", False),
-        (["The user's {rel} {name} works at an embassy in the capital of {place}."],
-         "My {rel} {name} works at an embassy in the capital of {place}. In which city is {first}'s office?", False),
-        (["The user's {rel} {name} is getting married {when} in {place}.",
-          "The wedding of {first} will be held in the capital of that country."],
-         "My {rel} {name} is getting married {when} in the capital of {place}. Which city should I fly to?", False),
-        (["The user's {rel} {name} studies at a university in the capital of {place}."],
-         "My {rel} {name} studies at a university located in the capital of {place}. Which city does {first} "
-         "study in?", False),
-        (["The user's {rel} {name} was born in the capital city of {place}."],
-         "My {rel} {name} was born in the capital city of {place}. What is {first}'s home town?", True),
-        (["The user's {rel} {name} runs a small bakery in the capital of {place}."],
-         "My {rel} {name} opened a small bakery in the capital of {place}. In which city is the bakery?", True),
-    ),
-    "currency": (
-        (["The user's {rel} {name} is travelling {when} to {place}.",
-          "{first} needs to exchange money for the local currency before leaving."],
-         "My {rel} {name} is travelling {when} to {place} and wants to change money beforehand. Which currency "
-         "should {he} get?", False),
-        (["The user's {rel} {name} works in {place} and is paid in the local currency."],
-         "My {rel} {name} works in {place} and receives {his} salary in the local currency. In what currency is "
-         "{first} paid?", False),
-        (["Every month the user sends money to {name}, the user's {rel}, who lives in {place}."],
-         "Every month I send money to my {rel} {name}, who lives in {place}, and it arrives in the local "
-         "currency. Which currency does {first} receive?", False),
-        (["The user's {rel} {name} collects banknotes.", "{first}'s newest banknote comes from {place}."],
-         "My {rel} {name} collects banknotes and just got a new one from {place}. Which currency is that "
-         "banknote?", False),
-        (["The user's {rel} {name} is opening a shop {when} in {place}."],
-         "My {rel} {name} is opening a shop {when} in {place} and will price everything in the local currency. "
-         "Which currency will the price tags show?", True),
-        (["The user's {rel} {name} sold a flat in {place} and was paid in the national currency."],
-         "My {rel} {name} sold a flat in {place} and was paid in the national currency. What currency did "
-         "{first} receive?", True),
-    ),
-    "continent": (
-        (["The user's {rel} {name} has accepted a job in {place}.", "{first} starts the new job {when}."],
-         "My {rel} {name} has accepted a job in {place} and starts {when}. On which continent will {first} work?",
-         False),
-        (["The user's {rel} {name} is going hiking {when} across {place}."],
-         "My {rel} {name} is going hiking {when} across {place}. Which continent will {he} be hiking on?", False),
-        (["The user's {rel} {name} moved to {place} as a child."],
-         "My {rel} {name} moved to {place} as a child. On what continent did {first} grow up?", False),
-        (["The user is planning a trip {when} to meet the family of the user's {rel} {name} in {place}."],
-         "I'm planning a trip {when} to meet my {rel} {name}'s family in {place}. Which continent am I "
-         "travelling to?", False),
-        (["The user's {rel} {name} volunteers at a school in {place}."],
-         "My {rel} {name} volunteers at a school in {place}. Which continent is that school on?", True),
-        (["The user's {rel} {name} imports coffee from {place}."],
-         "My {rel} {name} imports coffee grown in {place}. From which continent does the coffee come?", True),
-    ),
-    "languages": (
-        (["The user's {rel} {name} is moving to {place} {when}."],
-         "My {rel} {name} is moving to {place} {when} and wants to take language classes first. Which language "
-         "should {he} learn?", False),
-        (["The user's {rel} {name} works as a tour guide in {place}."],
-         "My {rel} {name} works as a tour guide in {place} and speaks the local language. Which language is "
-         "that?", False),
-        (["The user's {rel} {name} is writing a letter to a pen pal in {place}."],
-         "My {rel} {name} is writing to a pen pal in {place} in the pen pal's own language. Which language "
-         "could the letter be in?", False),
-        (["The user's {rel} {name} watches films made in {place}."],
-         "My {rel} {name} watches films made in {place} without subtitles. In which language might they be?",
-         False),
-        (["The user's {rel} {name} teaches at a school in {place}."],
-         "My {rel} {name} teaches at a school in {place} in the local language. Which language does {first} "
-         "teach in?", True),
-    ),
-    "neighbours": (
-        (["The user's {rel} {name} lives in {place} near the border."],
-         "My {rel} {name} lives in {place} near the border. Which country could {he} cross into?", True),
-        (["The user's {rel} {name} is driving {when} from {place} into a neighbouring country."],
-         "My {rel} {name} is driving {when} from {place} into a neighbouring country. Which country could that "
-         "be?", True),
-        (["The user's {rel} {name} commutes across the border of {place}."],
-         "My {rel} {name} commutes every day across the border of {place}. Which country might {first} work in?",
-         True),
-    ),
-    "population": (
-        (["The user's {rel} {name} is writing a school report about {place}."],
-         "My {rel} {name} is writing a school report about {place}. How many people live there?", False),
-        (["The user's {rel} {name} is planning a market study for {place}."],
-         "My {rel} {name} is planning a market study for {place} {when}. What is the population of that country?",
-         False),
-        (["The user's {rel} {name} moved to {place} and finds it crowded."],
-         "My {rel} {name} moved to {place} and finds it crowded. Roughly how many people live in that country?",
-         False),
-        (["The user's {rel} {name} is counting the voters of {place} for a project."],
-         "My {rel} {name} is working on a project about the people of {place}. What is its population?", True),
-    ),
-    "country": (
-        (["The user's {rel} {name} grew up in {city}, {link} {his} home country."],
-         "My {rel} {name} grew up in {city}, {link} {his} home country. Which country is {first} from?", False),
-        (["The user's {rel} {name} just landed in {city}, {link} the country {he} is visiting."],
-         "My {rel} {name} just landed in {city}, {link} the country {he} is visiting. Which country is {first} "
-         "visiting?", False),
-        (["The user's {rel} {name} rents a flat in {city}, {link} the country where {he} lives."],
-         "My {rel} {name} rents a flat in {city}, {link} the country {he} lives in. In which country does "
-         "{first} live?", False),
-        (["The user's {rel} {name} will run a marathon {when} in {city}."],
-         "My {rel} {name} will run a marathon {when} in {city}, {link} a country {he} has never visited. Which "
-         "country is the race in?", False),
-        (["The user's {rel} {name} teaches music in {city}, {link} the country {he} moved to."],
-         "My {rel} {name} teaches music in {city}, {link} the country {he} moved to. Which country did {first} "
-         "move to?", True),
-        (["The user's {rel} {name} sent the user a postcard from {city}.",
-          "{first} is touring the country that {city} is in."],
-         "My {rel} {name} sent me a postcard from {city}, {link} the country {he} is touring. Which country is "
-         "{first} touring?", True),
-    ),
-}
-
 
 # ---------------------------------------------------------------- hops: one relation about one subject
 
@@ -315,26 +189,40 @@ def country_hops(kb: KnowledgeBase, c: Country) -> dict[str, dict[str, Any]]:
 
 
 def kinds_of(relation: str) -> tuple[str, ...]:
-    """The kinds a relation takes part in (two-hop: as a bridge or as a second hop)."""
-    return (*SINGLE_KINDS, *(("two_hop",) if relation in BRIDGES or relation in SECOND_HOPS else ()))
+    """The kinds a relation takes part in (two-hop: as a bridge or as a second hop; other_fact: country subjects)."""
+    single = tuple(k for k in SINGLE_KINDS if k != "other_fact" or RELATIONS[relation].subject == "country")
+    return (*single, *(("two_hop",) if relation in BRIDGES or relation in SECOND_HOPS else ()))
 
 
 def check_table() -> list[str]:
-    """Every missing piece of wording, one line each ("relation x kind: what"); an empty list means complete."""
+    """Every missing piece of wording, one line each ("relation x kind: what"); an empty list means complete.
+    Every slot family a kind x relation is composed of needs seen and held-out members (pipelines.families)."""
+    from pipelines.families import FORMS, FRAMES, INTROS
+
     problems = []
+
+    def both(members: tuple[tuple, tuple]) -> bool:
+        return bool(members[0]) and bool(members[1])
+
     for name, r in RELATIONS.items():
         need = {"seed": r.seed, "ask": r.ask, "need": r.need}
-        per_kind = {"self_contained": {"state": r.state}, "one_missing": {},
-                    "underspecified": {"vague": r.vague, "there": r.there},
-                    "two_hop": {"pivot": r.pivot, "link": r.link} if name in BRIDGES else
+        per_kind = {"self_contained": {"state": r.state}, "one_missing": {}, "other_fact": {},
+                    "underspecified": {"vague": r.vague, "there": r.there, "there_heldout": r.there_heldout},
+                    "two_hop": {"pivot": r.pivot, "pivot_heldout": r.pivot_heldout} if name in BRIDGES else
                     {"follow_up": r.follow_up, "need_next": r.need_next}}
+        if r.link:
+            per_kind["one_missing"] = {"link_heldout": r.link_heldout}
         for kind in kinds_of(name):
             problems += [f"{name} x {kind}: no {f}" for f, v in {**need, **per_kind[kind]}.items() if not v]
-            private = PRIVATE.get(r.property, ())
-            if not private:
-                problems.append(f"{name} x {kind}: no private templates for property {r.property!r}")
-            elif not r.heldout and not ({h for *_, h in private} >= {True, False}):
-                problems.append(f"{name} x {kind}: property {r.property!r} needs seen and held-out templates")
-    if {h for *_, h in INTROS} != {True, False}:
-        problems.append("underspecified: INTROS need seen and held-out templates")
+            if kind == "underspecified":
+                continue
+            prop = r.property if kind != "two_hop" or name in SECOND_HOPS else None
+            if prop is None:
+                continue
+            if not FRAMES.get(prop) or not FORMS.get(prop):
+                problems.append(f"{name} x {kind}: no frames or forms for property {prop!r}")
+            elif not r.heldout and not (both(FRAMES[prop]) and both(FORMS[prop])):
+                problems.append(f"{name} x {kind}: property {prop!r} needs seen and held-out frames and forms")
+    if not both(INTROS):
+        problems.append("underspecified: INTROS need seen and held-out members")
     return problems

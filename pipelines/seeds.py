@@ -5,9 +5,10 @@ One schema for every source (`Seed`). Three sources:
 - `offline_seeds`: single- and two-hop geography questions built from the offline knowledge base
   (`seekhelp.knowledge`) over every relation of `pipelines.relations`, with the gold decomposition in
   ``meta["hops"]`` and the question kind the policy must tell apart in ``meta["kind"]`` (self_contained,
-  one_missing, two_hop, underspecified). Splits are drawn BY COUNTRY: a country (and every question about it or
-  its cities) lands in exactly one split, from a hash of its ISO code. Held-out relations never reach train; in
-  validation and test a fixed share is marked for held-out templates (``meta["heldout"]``).
+  one_missing, two_hop, underspecified, other_fact). Splits are drawn BY COUNTRY: a country (and every question about
+  it or its cities) lands in exactly one split, from a hash of its ISO code. Held-out relations never reach train; in
+  validation and test a fixed share is held out on one slot family (``meta["heldout_reason"]``: who, frame, form,
+  register, detail, statement or reference; see pipelines.families).
 - `hub_seeds` / `hub_split_seeds`: the paper's six public sets from the Hugging Face Hub
   (``RUC-NLPIR/FlashRAG_datasets``, or a local folder in its layout). The Hub's splits do not line up with ours:
   PopQA has only a test split, HotpotQA, 2WikiMultihopQA and MuSiQue have no test split. A recipe says which Hub
@@ -28,13 +29,14 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from pipelines.relations import RELATIONS, SECOND_HOPS, SINGLE_KINDS, country_aliases, country_hops, hop
+from pipelines.families import families_for
+from pipelines.relations import RELATIONS, SECOND_HOPS, SINGLE_KINDS, country_aliases, country_hops, hop, kinds_of
 from seekhelp.errors import SeekhelpError
 from seekhelp.knowledge import Country, KnowledgeBase, fold, the
 from seekhelp.records import question_id
 
 SPLITS = ("train", "validation", "test")
-SPLIT_SHARES = (80, 10, 10)  # percent of countries per split
+SPLIT_SHARES = (70, 15, 15)  # percent of countries per split (validation and test: enough for every kind and family)
 HUB_REPO = "RUC-NLPIR/FlashRAG_datasets"
 FLASHRAG = {"id": "id", "question": "question", "answers": "golden_answers"}
 # where each set lives and how its columns map onto Seed; add other layouts here
@@ -51,7 +53,7 @@ FIELD_MAPPINGS: dict[str, dict[str, Any]] = {
     "musique": {"path": HUB_REPO, "config": "musique", "fields": FLASHRAG, "multi_hop": True, "hub_splits": NO_TEST},
 }
 HUB_SPLITS = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
-HELDOUT_TEMPLATE_SHARE = 0.3  # of validation/test questions (outside held-out relations) on held-out templates
+HELDOUT_FAMILY_SHARE = 0.4  # of validation/test questions (outside held-out relations) held out on one slot family
 MIN_COUNTRY_POPULATION = 100_000
 MIN_CITY_POPULATION = 500_000
 CITIES_PER_COUNTRY = 2
@@ -119,28 +121,35 @@ def _cities_for(kb: KnowledgeBase, c: Country, taken: Counter) -> list:
 
 
 def country_seeds(kb: KnowledgeBase, c: Country, city_names: Counter) -> list[Seed]:
-    """Every question about one country and its largest cities. A single-hop chain becomes one kind of
-    `SINGLE_KINDS` (fixed by a hash); a chain through a held-out relation is dropped from train, and in validation
-    and test a share of the rest is marked for held-out templates (`meta["heldout"]`)."""
+    """Every question about one country and its largest cities. A single-hop chain becomes one of the kinds its
+    relation takes (fixed by a hash); a chain through a held-out relation is dropped from train, and in validation
+    and test a share of the rest is held out on one slot family (`meta["heldout_reason"]`, pipelines.families)."""
     split, hops = entity_split(c.code), country_hops(kb, c)
 
     def make(chain: list[dict], pivot: dict, names: tuple[list, list], kind: str | None = None) -> Seed | None:
         relations = [h["relation"] for h in chain]
         if kind is None:
-            kind = SINGLE_KINDS[_bucket("kind", c.code, pivot["name"], *relations) % len(SINGLE_KINDS)]
+            options = [k for k in kinds_of(relations[0]) if k in SINGLE_KINDS]
+            kind = options[_bucket("kind", c.code, pivot["name"], *relations) % len(options)]
         question = (chain[0]["question"] if len(chain) == 1 else
                     RELATIONS[relations[1]].seed.format(s=RELATIONS[relations[0]].pivot[0].format(x=pivot["name"])))
+        prop = RELATIONS[relations[-1]].property
         heldout = None
         if any(RELATIONS[r].heldout for r in relations):
             heldout = "relation"
-        elif split != "train" and _bucket("heldout", question) < HELDOUT_TEMPLATE_SHARE * 1000:
-            heldout = "template"
+        elif split != "train" and _bucket("heldout", question) < HELDOUT_FAMILY_SHARE * 1000:
+            fams = families_for(kind, prop)
+            heldout = fams[_bucket("family", question) % len(fams)]
         if heldout == "relation" and split == "train":
             return None
         meta = {"entities": names[0], "entity_names": names[1], "country": c.name, "kind": kind,
                 "chain": "_".join(relations), "relations": relations, "hops": chain, "two_hop": len(chain) == 2,
-                "pivot": pivot, "property": RELATIONS[relations[-1]].property,
-                "answer_alone": kind == "self_contained", "heldout": heldout is not None, "heldout_reason": heldout}
+                "pivot": pivot, "property": prop, "answer_alone": kind == "self_contained",
+                "heldout": heldout is not None, "heldout_reason": heldout}
+        if kind == "other_fact":  # a public fact about the same country that does not settle the question
+            sides = sorted(r for r in hops if r not in (relations[0], "capital_of") and not RELATIONS[r].heldout)
+            side = sides[_bucket("side", question) % len(sides)]
+            meta["side"] = {"relation": side, "subject": c.name, "object": hops[side]["object"]}
         return Seed(question, list(chain[-1]["answers"]), "geo", split, meta)
 
     names = ([c.code], [c.name])
@@ -168,12 +177,13 @@ def _round_robin(items: list[Seed], key: Callable[[Seed], str]) -> list[Seed]:
 
 
 def balanced(items: list[Seed]) -> list[Seed]:
-    """The seeds interleaved round-robin over their groups (each kind on seen templates, held-out templates,
-    held-out relations; kinds interleaved inside those), so any prefix of a split, the demo's few dozen test
-    questions included, covers every group."""
+    """The seeds interleaved round-robin over their groups (each kind on seen members, held out on a slot family,
+    held-out relations; kinds and families interleaved inside those), so any prefix of a split, the demo's few
+    dozen test questions included, covers every group."""
     items = _round_robin(items, lambda s: s.meta["kind"])
-    return _round_robin(items, lambda s: f"heldout:{s.meta['heldout_reason']}" if s.meta["heldout"]
-                        else s.meta["kind"])
+    items = _round_robin(items, lambda s: s.meta["heldout_reason"] or "")
+    return _round_robin(items, lambda s: ("heldout:relation" if s.meta["heldout_reason"] == "relation" else
+                                          "heldout:family" if s.meta["heldout"] else s.meta["kind"]))
 
 
 def offline_seeds(n_per_split: dict[str, int] | None = None, seed: int = 0,

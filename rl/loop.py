@@ -63,6 +63,10 @@ class RLRecipe:
     batch_size: int = 32
     llm: LLMEndpoint = field(default_factory=LLMEndpoint)
     hub_model_id: str | None = None  # `make push` / seekhelp.hub: round-N is pushed as revision round-N
+    # the control arm: after the RL rounds, SFT continued from init_model on teacher dialogues of each round's
+    # questions, as many as that RL round trained on (same steps, no policy sampling), validated like RL; it goes to
+    # <output_dir>/control/round-N. RL earns its place only if it beats this at equal compute.
+    control: bool = True
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # how rollouts are sampled (rl/policy.py)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # how each round retrains (rl/policy.py)
 
@@ -113,7 +117,18 @@ def run(recipe: RLRecipe) -> list[dict]:
         for r in range(1, recipe.rounds + 1):
             runner.ensure_round(r)
         rows = runner.table()
+        final = runner.choose_final()
+        control_rows = []
+        if recipe.control:
+            arm = runner.control_arm()
+            for r in range(0, recipe.rounds + 1):
+                arm.ensure_round(r)
+            control_rows = arm.table()
+            arm.choose_final()
     runner.print_table(rows)
+    if control_rows:
+        runner.print_table(control_rows, "Control: SFT continued on teacher dialogues, same steps (validation split)")
+    log.info("final RL model: round %d (%s)", final["round"], final["checkpoint"])
     log.info("RL finished in %.1f s", time.perf_counter() - t0)
     return rows
 

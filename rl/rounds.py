@@ -47,8 +47,9 @@ def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
 
 
 class RoundRunner:
-    def __init__(self, recipe):
+    def __init__(self, recipe, control: bool = False):
         self.recipe = recipe
+        self.control = control  # the control arm: same questions, teacher dialogues, no policy sampling
         self.reward_cfg = RewardConfig(alpha=recipe.alpha, beta=recipe.beta, n_max=recipe.n_max)
         self._stack = contextlib.ExitStack()
         self._policy = None  # (round, backend)
@@ -100,6 +101,18 @@ class RoundRunner:
     def __exit__(self, *exc) -> None:
         self.sampler.close()
         self._stack.close()
+
+    def control_arm(self) -> "RoundRunner":
+        """The control arm, sharing this runner's store, LLM, questions and sampler: its recipe writes to
+        `<output_dir>/control` and starts from the same SFT model (see `selection`)."""
+        import copy
+        import dataclasses
+
+        arm = copy.copy(self)
+        arm.recipe = dataclasses.replace(self.recipe, output_dir=str(Path(self.recipe.output_dir) / "control"),
+                                         hub_model_id=None)
+        arm.control, arm._policy, arm.rl_dir = True, None, self.recipe.output_dir
+        return arm
 
     def _questions(self, split: str, limit: int) -> list[Question]:
         where = "split = $split" + (" AND source = $source" if self.recipe.source else "")
@@ -239,6 +252,8 @@ class RoundRunner:
         from seekhelp.store.query import load_query, run_sql
 
         rc = self.recipe
+        if self.control:
+            return self.control_selection(r)
         params = {"round": r, "min_reward": rc.min_reward, "split": "train", "policy": policy_label(rc, r - 1)}
         picked = run_sql(rc.store, load_query("rs_select"), params)
         ids = picked["trajectory_id"].to_list()
@@ -254,6 +269,27 @@ class RoundRunner:
                  rc.fallback_query)
         return ids + extra, how | {"fallback": len(extra), "failed_questions": len(failed)}
 
+    def control_selection(self, r: int) -> tuple[list[str], dict]:
+        """The control's round r: teacher dialogues (the recipe's `fallback_query`, default sft_candidates) of the
+        very questions RL round r trained on, as many as RL round r trained on, so both arms take the same optimizer
+        steps from the same start; what differs is that RL's picks are the policy's own rollouts."""
+        from seekhelp.store.query import load_query, run_sql
+
+        rc = self.recipe
+        row = self.store.sql("SELECT n_selected + n_fallback AS n FROM rl_rounds WHERE run = $run AND round = $r",
+                             {"run": self.rl_dir, "r": r}).to_dicts()
+        if not row:
+            raise RuntimeError(f"control round {r}: RL round {r} has not finished")
+        n = int(row[0]["n"] or 0)
+        order = {q.id: i for i, q in enumerate(self.train_questions(r))}
+        cand = run_sql(rc.store, load_query(rc.fallback_query or "sft_candidates"), {"split": "train"})
+        pairs = sorted((order[qid], t) for t, qid in zip(cand["trajectory_id"], cand["question_id"], strict=True)
+                       if qid in order)
+        ids = [t for _, t in pairs][:n]
+        (log.warning if len(ids) < n else log.info)(
+            "control round %d: %d teacher dialogues (RL round %d trained on %d)", r, len(ids), r, n)
+        return ids, {"selection": "control", "rl_dialogues": n, "picks": 0, "fallback": len(ids)}
+
     def retrain(self, r: int, run_id: str) -> tuple[int, int]:
         """Select and retrain; returns (picks trained on, fallback dialogues trained on)."""
         from rl.loop import checkpoint
@@ -268,7 +304,8 @@ class RoundRunner:
         ds = export_sft(rc.store, "SELECT unnest($ids::VARCHAR[]) AS trajectory_id", export_dir,
                         load_prompt("slm_dynamic"), params={"ids": ids}, provenance=how)
         if ds.num_rows == 0:
-            log.warning("round %d: nothing above min_reward %.2f; keeping the previous policy", r, rc.min_reward)
+            log.warning("round %d: %s; keeping the previous policy", r, "no teacher dialogue of the round's "
+                        "questions" if self.control else f"nothing above min_reward {rc.min_reward:.2f}")
             import shutil
 
             shutil.copytree(checkpoint(rc, r - 1), checkpoint(rc, r), dirs_exist_ok=True)
@@ -288,14 +325,20 @@ class RoundRunner:
         if round_done(self.store, self.recipe, r):
             log.info("round %d already finished; skipping", r)
             return
+        if self.control and r == 0:  # the same SFT model, validated greedily on the same questions: RL's row
+            cols = ", ".join(c for c in self.store.sql("SELECT * FROM rl_rounds LIMIT 0").columns if c != "run")
+            self.store.execute(f"INSERT OR REPLACE INTO rl_rounds (run, {cols}) SELECT $ctl, {cols} FROM rl_rounds "
+                               "WHERE run = $run AND round = 0", {"ctl": self.recipe.output_dir, "run": self.rl_dir})
+            return
         t0 = time.perf_counter()
         from seekhelp.config import to_dict
 
         run_id = self.store.start_run("rl", {"recipe": to_dict(self.recipe), "round": r},
-                                      run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}")
+                                      run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}"
+                                      + ("-control" if self.control else ""))
         n_rollouts = n_selected = n_fallback = 0
         if r > 0:
-            n_rollouts = self.rollouts(r, run_id)
+            n_rollouts = 0 if self.control else self.rollouts(r, run_id)
             n_selected, n_fallback = self.retrain(r, run_id)
         row = self.validate(r, run_id)
         row |= {"run": self.recipe.output_dir, "round": r, "split": "validation", "n_rollouts": n_rollouts,
@@ -306,13 +349,32 @@ class RoundRunner:
         self.store.finish_run(run_id, "ok")
         log.info("round %d: %s", r, row)
 
+    def choose_final(self) -> dict:
+        """The final model: the round with the best validation mean reward (then EM, then the earlier round), the SFT
+        start (round 0) included; written to `<output_dir>/final.json`, which `.../final` resolves to."""
+        import json
+
+        rows = self.table()
+        best = max(rows, key=lambda x: (x["mean_reward"], x["em"], -x["round"]))
+        from rl.loop import checkpoint
+
+        out = {"round": best["round"], "checkpoint": str(checkpoint(self.recipe, best["round"])),
+               "chosen_by": "validation mean_reward, then EM, then the earlier round", "mean_reward":
+               best["mean_reward"], "em": best["em"], "validation_questions": best["n"]}
+        path = Path(self.recipe.output_dir) / "final.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2) + "\n")
+        log.info("%s final: round %d (validation mean reward %.3f, EM %.3f)", "control" if self.control else "RL",
+                 best["round"], best["mean_reward"], best["em"])
+        return out
+
     def table(self) -> list[dict]:
         return self.store.sql(f"SELECT {', '.join(COLUMNS)} FROM rl_rounds WHERE run = $run ORDER BY round",
                               {"run": self.recipe.output_dir}).to_dicts()
 
     @staticmethod
-    def print_table(rows: list[dict]) -> None:
-        t = Table(*COLUMNS, title="RL rounds (validation split)")
+    def print_table(rows: list[dict], title: str = "RL rounds (validation split)") -> None:
+        t = Table(*COLUMNS, title=title)
         for row in rows:
             t.add_row(*[f"{v:.3f}" if isinstance(v, float) else "–" if v is None else str(v)
                         for v in (row.get(c) for c in COLUMNS)])

@@ -207,7 +207,12 @@ def push_from_recipes(data: str | Path | None = None, sft: str | Path | None = N
             push_model(folder, rl_model_id, private=private, client=client, revision=folder.name, dry_run=dry_run,
                        dry_run_dir=stage(f"rl-{folder.name}"))
             done.append(f"model {folder} -> {rl_model_id}@{folder.name}")
-        final = rounds[-1]  # main holds the final round too: `from_pretrained(repo)` must find a model
+        # main holds the final model too (`from_pretrained(repo)` must find one): the round the RL loop chose on
+        # validation (final.json), else the last round
+        chosen = Path(r.get("output_dir") or "") / "final.json"
+        final = rounds[-1]
+        if chosen.is_file():
+            final = Path(json.loads(chosen.read_text(encoding="utf-8"))["checkpoint"])
         push_model(final, rl_model_id, private=private, client=client, revision=None, dry_run=dry_run,
                    dry_run_dir=stage("rl-main"))
         done.append(f"model {final} -> {rl_model_id}@main")

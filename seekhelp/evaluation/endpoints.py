@@ -31,13 +31,22 @@ class NoLLM:
 
 def resolve_slm(spec: str | list[str]) -> str | None:
     """The first candidate that can be loaded: a registry name, an existing model folder, or a Hub id ("org/name").
-    A folder named latest/final that does not exist means the highest round-N checkpoint beside it."""
+    A folder named `final` that does not exist means the model the RL loop chose on validation (`final.json`
+    beside it: the best round, the SFT start included); `latest`, or `final` without that file, means the highest
+    round-N checkpoint beside it."""
+    import json
+
     from seekhelp.models import REGISTRY
 
     for cand in [spec] if isinstance(spec, str) else spec:
         p = Path(cand)
         if cand in REGISTRY or (p / "config.json").exists():
             return cand
+        chosen = p.parent / "final.json"
+        if p.name == "final" and chosen.is_file():
+            ckpt = json.loads(chosen.read_text())["checkpoint"]
+            if (Path(ckpt) / "config.json").exists():
+                return ckpt
         if p.name in ("latest", "final") and p.parent.is_dir():
             rounds = [(int(m.group(1)), d) for d in p.parent.iterdir()
                       if (m := _ROUND_RE.search(d.name)) and (d / "config.json").exists()]

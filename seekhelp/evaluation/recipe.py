@@ -68,6 +68,15 @@ class RunSpec:
 
 
 @dataclass
+class PairSpec:
+    """Two runs compared question by question (EM difference, paired bootstrap): see seekhelp.evaluation.paired."""
+
+    a: str
+    b: str
+    slices: list[str] = field(default_factory=list)  # also on these slices (names of `slices`)
+
+
+@dataclass
 class JudgeSpec:
     llm_judge: bool = False  # the deterministic detector always runs; the LLM judge only when this is on
     endpoint: str = "main"
@@ -94,6 +103,7 @@ class EvalRecipe:
     endpoints: list[EndpointSpec] = field(default_factory=list)
     runs: list[RunSpec] = field(default_factory=list)
     transfer: list[RunSpec] = field(default_factory=list)
+    paired: list[PairSpec] = field(default_factory=list)  # runs compared question by question (A − B EM)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     prices: dict = field(default_factory=dict)  # {model label: {prompt: USD/1M, completion: USD/1M}}
     judge: JudgeSpec = field(default_factory=JudgeSpec)
@@ -150,6 +160,13 @@ def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
                 raise RecipeError(f"{where}.guard: {x.guard!r} is not one of {', '.join(GUARDS)}")
             if isinstance(x.slm, list) and not x.slm:
                 raise RecipeError(f"{where}.slm: the list of candidates is empty")
+    run_names, slice_names = {x.name for _, x in r.all_runs()}, {x.name for x in r.slices}
+    for i, p in enumerate(r.paired):
+        for side in ("a", "b"):
+            if getattr(p, side) not in run_names:
+                raise RecipeError(f"{path}: paired[{i}].{side}: no run named {getattr(p, side)!r}")
+        if missing := [n for n in p.slices if n not in slice_names]:
+            raise RecipeError(f"{path}: paired[{i}].slices: no slice named {missing[0]!r}")
     if r.runtime.guard not in GUARDS:
         raise RecipeError(f"{path}: runtime.guard: {r.runtime.guard!r} is not one of {', '.join(GUARDS)}")
     if r.judge.llm_judge and r.judge.endpoint not in names:

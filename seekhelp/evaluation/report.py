@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from seekhelp.evaluation import plots
+from seekhelp.evaluation.paired import paired_lines
 from seekhelp.evaluation.targets import target_lines
 
 COLUMNS = ("run", "strategy", "SLM", "LLM", "n", "EM % [95% CI]", "EM easy % (n)", "EM hard % (n)",
@@ -195,6 +196,12 @@ def _calls_alone(r: dict) -> str:
     return "–" if v is None else f"{_f(v, 2)} ({r.get('n_self_contained')})"
 
 
+def _trained_on(r: dict) -> str:
+    if not r.get("round"):
+        return "–"
+    return f"{r.get('n_selected') or 0} / {r.get('n_fallback') or 0}"
+
+
 def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None = None,
                  rl_rounds: Sequence[dict] | None = None) -> Path:
     """Write report.md and the PNGs into out_dir; returns the report path."""
@@ -220,6 +227,7 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
     lines += _transfer_lines(rows, ds)
     lines += target_lines(rows, ds)
     lines += _slice_lines(rows)
+    lines += paired_lines(setup.get("paired") or [])
     if "leak_disagreements" in setup:
         lines += _disagreement_lines(setup)
     figures = [("EM vs LLM tokens per question", plots.em_vs_tokens(
@@ -230,12 +238,17 @@ def write_report(out_dir: str | Path, rows: Sequence[dict], setup: dict | None =
         ("LLM turns per run", plots.bars(main_rows, "avg_turns", out_dir / "turns.png",
                                          "average LLM calls per question", f"Turns ({ds})", "{:.2f}"))]
     if rl_rounds:
-        lines += ["", "## RL rounds", "", "| run | round | split | mean reward | EM | turns | leak rate | valid | "
-                  "LLM calls self-contained (n) | EM self-contained | EM needs a fact |", "|" + "---|" * 11]
+        lines += ["", "## RL rounds", "", "Validation split. A run ending in /control is the control arm: SFT "
+                  "continued on teacher dialogues of the same questions, as many as the RL round trained on. Trained "
+                  "on: the round's own rollouts picked / teacher fallbacks.", "",
+                  "| run | round | split | mean reward | EM | turns | leak rate | valid | "
+                  "LLM calls self-contained (n) | EM self-contained | EM needs a fact | "
+                  "trained on (picked / teacher) |",
+                  "|" + "---|" * 12]
         lines += [f"| {r.get('run', '')} | {r['round']} | {r.get('split', '')} | {_f(r.get('mean_reward'), 3)} | "
                   f"{_f(r.get('em'), 3)} | {_f(r.get('turns'), 2)} | {_f(r.get('leak_rate'), 3)} | "
                   f"{_f(r.get('valid_rate'), 3)} | {_calls_alone(r)} | {_f(r.get('em_self_contained'), 3)} | "
-                  f"{_f(r.get('em_needs_fact'), 3)} |" for r in rl_rounds]
+                  f"{_f(r.get('em_needs_fact'), 3)} | {_trained_on(r)} |" for r in rl_rounds]
         figures.append(("RL rounds: mean reward and EM", plots.rl_curve(rl_rounds, out_dir / "rl_rounds.png")))
     lines += ["", "## Plots", ""]
     lines += [f"### {caption}\n\n![{caption}]({path.name})\n" for caption, path in figures if path is not None]

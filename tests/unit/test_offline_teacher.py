@@ -63,7 +63,8 @@ def test_turns_alternate_and_sent_is_the_message(pairs):
 
 def test_dialogue_shapes(pairs):
     for q, t in pairs:
-        calls = {"self_contained": {0}, "underspecified": {2}, "one_missing": {1}, "two_hop": {1, 2}}
+        calls = {"self_contained": {0}, "underspecified": {2}, "one_missing": {1}, "other_fact": {1},
+                 "two_hop": {1, 2}}
         assert t.n_llm_calls in calls[q.meta["kind"]], (q.meta["kind"], t.n_llm_calls)
         if q.meta["kind"] == "self_contained":
             continue

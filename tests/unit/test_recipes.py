@@ -112,6 +112,8 @@ def chain_errors(chain: dict) -> list[str]:
                               "the data recipe stores none")
         errors += _retrain_errors(path, rl)
     written = set(sft_out.values()) | {_norm(Path(r.output_dir) / "latest") for r in rl_out.values()}
+    written |= {_norm(Path(r.output_dir) / "final") for r in rl_out.values()}  # the round chosen on validation
+    written |= {_norm(Path(r.output_dir) / "control" / "final") for r in rl_out.values() if r.control}
     written |= {_norm(Path(r.output_dir) / f"round-{i}") for r in rl_out.values() for i in range(1, r.rounds + 1)}
     for path, ev in chain["eval"].items():
         if _norm(ev.store) != _norm(data.store):

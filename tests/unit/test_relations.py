@@ -4,8 +4,9 @@ import dataclasses
 
 import pytest
 
-from pipelines import relations
-from pipelines.relations import KINDS, PRIVATE, RELATIONS, check_table, kinds_of
+from pipelines import families, relations
+from pipelines.families import FORMS, FRAMES
+from pipelines.relations import KINDS, RELATIONS, check_table, kinds_of
 from seekhelp.knowledge import KnowledgeBase, fold
 
 
@@ -19,7 +20,7 @@ def test_table_is_complete():
     assert set(RELATIONS) == {"capital", "capital_of", "currency", "continent", "languages", "neighbours",
                               "population", "city_country"}
     assert {k for r in RELATIONS for k in kinds_of(r)} == set(KINDS)
-    assert all(r.property in PRIVATE for r in RELATIONS.values())
+    assert all(r.property in FRAMES and r.property in FORMS for r in RELATIONS.values())
 
 
 @pytest.mark.parametrize("field", ["ask", "state", "vague", "there", "follow_up", "need"])
@@ -30,10 +31,16 @@ def test_a_forgotten_template_fails_loudly(monkeypatch, field):
     assert any(p.startswith(f"{name} x ") and f"no {field}" in p for p in check_table()), check_table()
 
 
-def test_a_property_without_heldout_templates_fails(monkeypatch):
-    seen_only = {**PRIVATE, "continent": tuple(t for t in PRIVATE["continent"] if not t[2])}
-    monkeypatch.setattr(relations, "PRIVATE", seen_only)
+def test_a_property_without_heldout_members_fails(monkeypatch):
+    seen_only = {**FRAMES, "continent": (FRAMES["continent"][0], ())}
+    monkeypatch.setattr(families, "FRAMES", seen_only)
     assert any("'continent' needs seen and held-out" in p for p in check_table())
+
+
+def test_a_relation_without_heldout_there_fails(monkeypatch):
+    broken = {**RELATIONS, "currency": dataclasses.replace(RELATIONS["currency"], there_heldout=())}
+    monkeypatch.setattr(relations, "RELATIONS", broken)
+    assert any(p.startswith("currency x underspecified: no there_heldout") for p in check_table())
 
 
 def test_requests_ground_and_vague_requests_do_not(kb):

@@ -30,7 +30,7 @@ def _recipe(tmp_path: Path, model: str, **kw) -> RLRecipe:
                 sft_overrides=["--max_steps", "1", "--per_device_train_batch_size", "2", "--disable_tqdm", "true"],
                 rounds=1, k=2, train_questions=6, validation_questions=2, easy_k=1, slm_max_new_tokens=12,
                 llm_max_new_tokens=8, n_max=2, min_reward=-100.0, batch_size=8,
-                llm=LLMEndpoint(kind="local", model=model, ground=False))
+                llm=LLMEndpoint(kind="local", model=model, ground=False), control=False)
     return RLRecipe(**(base | kw))
 
 
@@ -73,15 +73,12 @@ def test_a_round_with_nothing_above_the_threshold_keeps_the_policy(tiny_model_di
     assert kept.read_bytes() == (Path(tiny_model_dir) / "model.safetensors").read_bytes()
 
 
-def test_questions_no_rollout_solved_fall_back_to_their_sft_dialogue(tiny_model_dir, tmp_path):
-    """Nothing reaches min_reward, so with `fallback_query` each training question of the round that has a teacher
-    dialogue in the SFT selection is retrained on it (questions without one add nothing), and the round says so."""
+def _add_teacher_dialogues(store: str, n: int) -> list:
+    """Teacher dialogues (correct, one request) for the first n training questions."""
     from seekhelp.records import Trajectory, Turn
 
-    recipe = _recipe(tmp_path, tiny_model_dir, min_reward=100.0, k=1, fallback_query="sft_candidates")
-    train = [q for q in _questions() if q.split == "train"]
     teacher = []
-    for q in train[:4]:  # two of the six training questions have no teacher dialogue
+    for q in [q for q in _questions() if q.split == "train"][:n]:
         msg = f"Which country is {q.question.split(' lives in ')[1].split('.')[0]} in?"
         turns = [Turn("slm", f"<think>I need the country.</think>\n<message>{msg}</message>", "message", msg,
                       "I need the country."),
@@ -91,9 +88,70 @@ def test_questions_no_rollout_solved_fall_back_to_their_sft_dialogue(tiny_model_
                       q.answers[0], f"So {q.answers[0]}.")]
         teacher.append(Trajectory(q.id, "teacher", "teacher-kb", "teacher-kb", turns, final_answer=q.answers[0],
                                   stop_reason="answer", format_ok=True))
-    with Store(recipe.store) as s:
+    with Store(store) as s:
         s.add_trajectories(teacher)
         s.add_judgments([{"trajectory_id": t.id, "judge": "em", "value": 1.0} for t in teacher])
+    return teacher
+
+
+def test_control_arm_trains_as_many_teacher_dialogues_from_the_same_start(tiny_model_dir, tmp_path):
+    """The control: after the RL rounds, SFT continued from init_model on teacher dialogues of each round's questions,
+    as many as the RL round trained on; validated on the same questions; its own final.json, like RL's."""
+    import json
+
+    recipe = _recipe(tmp_path, tiny_model_dir, min_reward=-100.0, k=1, fallback_query="sft_candidates",
+                     control=True)
+    teacher = _add_teacher_dialogues(recipe.store, 3)
+    rows = run(recipe)
+    n_rl = rows[1]["n_selected"] + rows[1]["n_fallback"]
+    assert n_rl == 6  # one pick per training question (min_reward -100)
+    ctl = tmp_path / "rl" / "control"
+    data = json.loads((ctl / "round-1-data" / "provenance.json").read_text())
+    assert data["selection"] == "control" and data["rl_dialogues"] == 6 and data["fallback"] == 3  # only 3 exist
+    from seekhelp.store.export import read_export
+
+    assert sorted(read_export(ctl / "round-1-data")["trajectory_id"]) == sorted(t.id for t in teacher)
+    assert (ctl / "round-1" / "config.json").exists()
+    with Store(recipe.store, read_only=True) as s:
+        got = s.sql("SELECT run, round, n_rollouts, n_fallback, mean_reward FROM rl_rounds ORDER BY run, round")
+    by = {(r["run"], r["round"]): r for r in got.to_dicts()}
+    assert by[(str(ctl), 0)]["mean_reward"] == by[(recipe.output_dir, 0)]["mean_reward"]  # the same SFT start
+    assert by[(str(ctl), 1)]["n_rollouts"] == 0 and by[(str(ctl), 1)]["n_fallback"] == 3
+    for folder in (tmp_path / "rl", ctl):
+        final = json.loads((folder / "final.json").read_text())
+        assert final["round"] in (0, 1) and (Path(final["checkpoint"]) / "config.json").exists()
+    from seekhelp.evaluation.endpoints import resolve_slm
+
+    assert resolve_slm(str(tmp_path / "rl" / "final")) == json.loads((tmp_path / "rl" / "final.json").read_text())[
+        "checkpoint"]
+    assert resolve_slm(str(tmp_path / "rl" / "latest")) == str(tmp_path / "rl" / "round-1")
+
+
+def test_final_is_the_best_round_on_validation(tmp_path):
+    """choose_final: best validation mean reward, then EM, then the earlier round; round 0 (the SFT start) can win."""
+    import json
+
+    from rl.rounds import RL_ROUNDS_DDL, RoundRunner
+
+    recipe = RLRecipe(store=str(tmp_path / "s.duckdb"), init_model="sft-model", output_dir=str(tmp_path / "rl"))
+    runner = RoundRunner.__new__(RoundRunner)
+    runner.recipe, runner.control = recipe, False
+    with Store(recipe.store) as store:
+        store.execute(RL_ROUNDS_DDL)
+        for r, reward, em in [(0, 0.40, 0.6), (1, 0.35, 0.7), (2, 0.40, 0.6)]:
+            store.execute("INSERT INTO rl_rounds (run, round, split, n, mean_reward, em) VALUES (?, ?, ?, ?, ?, ?)",
+                          [recipe.output_dir, r, "validation", 24, reward, em])
+        runner.store = store
+        final = runner.choose_final()
+    assert final["round"] == 0 and final["checkpoint"] == "sft-model"
+    assert json.loads((tmp_path / "rl" / "final.json").read_text())["round"] == 0
+
+
+def test_questions_no_rollout_solved_fall_back_to_their_sft_dialogue(tiny_model_dir, tmp_path):
+    """Nothing reaches min_reward, so with `fallback_query` each training question of the round that has a teacher
+    dialogue in the SFT selection is retrained on it (questions without one add nothing), and the round says so."""
+    recipe = _recipe(tmp_path, tiny_model_dir, min_reward=100.0, k=1, fallback_query="sft_candidates")
+    teacher = _add_teacher_dialogues(recipe.store, 4)
     rows = run(recipe)
     assert (rows[1]["n_selected"], rows[1]["n_fallback"]) == (0, 4)
     kept = tmp_path / "rl" / "round-1" / "model.safetensors"

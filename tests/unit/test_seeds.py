@@ -8,6 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.families import FAMILIES
 from pipelines.relations import KINDS, RELATIONS
 from pipelines.seeds import (
     FIELD_MAPPINGS,
@@ -49,15 +50,19 @@ def test_heldout_relations_and_templates_never_in_train(seeds):
             assert not s.meta["heldout"], s.question
     for split in ("validation", "test"):
         reasons = Counter(s.meta["heldout_reason"] for s in seeds if s.split == split)
-        assert reasons["relation"] and reasons["template"] and reasons[None]
+        assert set(reasons) == {None, "relation", *FAMILIES}, reasons
 
 
 def test_demo_cut_covers_every_kind_and_heldout_group():
-    demo = offline_seeds({"train": 240, "validation": 40, "test": 72}, seed=0)
+    demo = offline_seeds({"train": 240, "validation": 120, "test": 72}, seed=0)
     train = Counter(s.meta["kind"] for s in demo if s.split == "train")
-    assert set(train) == set(KINDS) and min(train.values()) >= 55
-    test = Counter(s.meta["heldout_reason"] or s.meta["kind"] for s in demo if s.split == "test")
-    assert set(test) == set(KINDS) | {"relation", "template"} and min(test.values()) >= 10
+    assert set(train) == set(KINDS) and min(train.values()) >= 45
+    for split, least in (("validation", 15), ("test", 9)):
+        groups = Counter("relation" if s.meta["heldout_reason"] == "relation" else "family" if s.meta["heldout"]
+                         else s.meta["kind"] for s in demo if s.split == split)
+        assert set(groups) == set(KINDS) | {"relation", "family"} and min(groups.values()) >= least, groups
+    val_families = Counter(s.meta["heldout_reason"] for s in demo if s.split == "validation")
+    assert len(set(val_families) - {None, "relation"}) >= 5  # most families are present in validation
 
 
 def test_offline_seeds_are_deterministic(seeds):
