@@ -64,9 +64,12 @@ class RLRecipe:
     llm: LLMEndpoint = field(default_factory=LLMEndpoint)
     hub_model_id: str | None = None  # `make push` / seekhelp.hub: round-N is pushed as revision round-N
     # the control arm: after the RL rounds, SFT continued from init_model on teacher dialogues of each round's
-    # questions, as many as that RL round trained on (same steps, no policy sampling), validated like RL; it goes to
-    # <output_dir>/control/round-N. RL earns its place only if it beats this at equal compute.
+    # questions, as many as that RL round trained on (same steps, no policy sampling); it goes to
+    # <output_dir>/control/round-N. RL earns its place only if it beats this at equal compute (the eval's paired
+    # comparison). control_validate: every control round is validated and the best is kept, as for RL; false: the
+    # control is trained up to the round RL kept and that round is its final (same steps, no validation cost)
     control: bool = True
+    control_validate: bool = True
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # how rollouts are sampled (rl/policy.py)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # how each round retrains (rl/policy.py)
 
@@ -121,10 +124,13 @@ def run(recipe: RLRecipe) -> list[dict]:
         control_rows = []
         if recipe.control:
             arm = runner.control_arm()
-            for r in range(0, recipe.rounds + 1):
+            for r in range(0, (recipe.rounds if recipe.control_validate else final["round"]) + 1):
                 arm.ensure_round(r)
             control_rows = arm.table()
-            arm.choose_final()
+            if recipe.control_validate:
+                arm.choose_final()
+            else:
+                arm.write_final(final["round"], "the round RL kept (same steps as the RL final)")
     runner.print_table(rows)
     if control_rows:
         runner.print_table(control_rows, "Control: SFT continued on teacher dialogues, same steps (validation split)")

@@ -197,8 +197,8 @@ class RoundRunner:
         """Judge, reward and store trajectories of round r's policy; returns per-trajectory summaries."""
         from seekhelp.judging import deterministic_judgments, leaked_items, reward_judgments
 
-        easy = self.easy_flags(questions, r)
-        by_id = {q.id: q for q in questions}
+        by_id = {q.id: q for q in questions}  # a question sampled K times is one question here
+        easy = self.easy_flags(list(by_id.values()), r)
         judgments, out = [], []
         for t in trajs:
             q = by_id[t.question_id]
@@ -211,21 +211,21 @@ class RoundRunner:
         return out
 
     def rollouts(self, r: int, run_id: str) -> int:
-        """K samples per training question with the round's starting policy; skips stored ones."""
+        """K samples per training question with the round's starting policy, all in one batched runtime call (the
+        K samples of a question decode side by side); skips stored ones."""
         rc, slm, questions = self.recipe, self._backend(r - 1), self.train_questions(r)
-        n = 0
-        for i in range(rc.k):
-            rt = self._runtime(slm, rc.temperature, seed=1000 * r + i)
-            fp = rt.config.fingerprint()
-            ids = {q.id: trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r) for q in questions}
-            stored = self.store.stored_ids("trajectories", ids.values())
-            todo = [q for q in questions if ids[q.id] not in stored]
-            log.info("round %d sample %d: %d rollouts (%d stored)", r, i, len(todo), len(ids) - len(todo))
-            if todo:
-                self.score(todo, self._episodes(rt, todo, f"round {r} rollouts {i + 1}/{rc.k}", sample_index=i,
-                                                round=r), run_id, r - 1)
-            n += len(ids)
-        return n
+        rt = self._runtime(slm, rc.temperature, seed=1000 * r)
+        fp = rt.config.fingerprint()
+        ids = {(q.id, i): trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r)
+               for q in questions for i in range(rc.k)}
+        stored = self.store.stored_ids("trajectories", ids.values())
+        todo = [(q, i) for i in range(rc.k) for q in questions if ids[(q.id, i)] not in stored]
+        log.info("round %d: %d rollouts (%d stored), K=%d", r, len(todo), len(ids) - len(todo), rc.k)
+        if todo:
+            qs = [q for q, _ in todo]
+            self.score(qs, self._episodes(rt, qs, f"round {r} rollouts", sample_index=[i for _, i in todo], round=r),
+                       run_id, r - 1)
+        return len(ids)
 
     def validate(self, r: int, run_id: str) -> dict:
         import statistics as st
@@ -340,7 +340,12 @@ class RoundRunner:
         if r > 0:
             n_rollouts = 0 if self.control else self.rollouts(r, run_id)
             n_selected, n_fallback = self.retrain(r, run_id)
-        row = self.validate(r, run_id)
+        if self.control and not self.recipe.control_validate:  # trained only; compared on test by the eval
+            from rl.loop import policy_label
+
+            row = {"policy": policy_label(self.recipe, r), "n": 0}
+        else:
+            row = self.validate(r, run_id)
         row |= {"run": self.recipe.output_dir, "round": r, "split": "validation", "n_rollouts": n_rollouts,
                 "n_selected": n_selected, "n_fallback": n_fallback, "wall_s": round(time.perf_counter() - t0, 1)}
         cols = ", ".join(row)
@@ -352,20 +357,22 @@ class RoundRunner:
     def choose_final(self) -> dict:
         """The final model: the round with the best validation mean reward (then EM, then the earlier round), the SFT
         start (round 0) included; written to `<output_dir>/final.json`, which `.../final` resolves to."""
+        rows = [x for x in self.table() if x["n"]]
+        best = max(rows, key=lambda x: (x["mean_reward"], x["em"], -x["round"]))
+        return self.write_final(best["round"], "validation mean_reward, then EM, then the earlier round", best)
+
+    def write_final(self, r: int, chosen_by: str, row: dict | None = None) -> dict:
         import json
 
-        rows = self.table()
-        best = max(rows, key=lambda x: (x["mean_reward"], x["em"], -x["round"]))
         from rl.loop import checkpoint
 
-        out = {"round": best["round"], "checkpoint": str(checkpoint(self.recipe, best["round"])),
-               "chosen_by": "validation mean_reward, then EM, then the earlier round", "mean_reward":
-               best["mean_reward"], "em": best["em"], "validation_questions": best["n"]}
+        row = row or {}
+        out = {"round": r, "checkpoint": str(checkpoint(self.recipe, r)), "chosen_by": chosen_by,
+               "mean_reward": row.get("mean_reward"), "em": row.get("em"), "validation_questions": row.get("n")}
         path = Path(self.recipe.output_dir) / "final.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2) + "\n")
-        log.info("%s final: round %d (validation mean reward %.3f, EM %.3f)", "control" if self.control else "RL",
-                 best["round"], best["mean_reward"], best["em"])
+        log.info("%s final: round %d (%s)", "control" if self.control else "RL", r, chosen_by)
         return out
 
     def table(self) -> list[dict]:

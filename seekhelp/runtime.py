@@ -82,9 +82,10 @@ class Runtime:
 
             self._guard = OutgoingGuard(mode=self.config.guard)
 
-    def run(self, questions: list[Question], strategy: str = "dynamic", sample_index: int = 0,
+    def run(self, questions: list[Question], strategy: str = "dynamic", sample_index: int | list[int] = 0,
             round: int = 0) -> list[Trajectory]:
-        """Synchronous entry point (one event loop for the whole batch; its HTTP pools are closed with it)."""
+        """Synchronous entry point (one event loop for the whole batch; its HTTP pools are closed with it).
+        `sample_index` may be one per question: K samples of a question then run in the same batch."""
 
         async def run_and_release() -> list[Trajectory]:
             try:
@@ -96,14 +97,17 @@ class Runtime:
 
         return asyncio.run(run_and_release())
 
-    async def arun(self, questions: list[Question], strategy: str = "dynamic", sample_index: int = 0,
+    async def arun(self, questions: list[Question], strategy: str = "dynamic", sample_index: int | list[int] = 0,
                    round: int = 0) -> list[Trajectory]:
         cfg = self.config
         slm_system, llm_system = load_prompt(cfg.slm_prompt), load_prompt(cfg.llm_prompt)
         fp = cfg.fingerprint()
+        indices = [sample_index] * len(questions) if isinstance(sample_index, int) else list(sample_index)
+        if len(indices) != len(questions):
+            raise ValueError(f"{len(indices)} sample indices for {len(questions)} questions")
         episodes = [_Episode(q, Trajectory(question_id=q.id, strategy=strategy, slm=self.slm.name, llm=self.llm.name,
-                                           sample_index=sample_index, config_hash=fp, round=round))
-                    for q in questions]
+                                           sample_index=i, config_hash=fp, round=round))
+                    for q, i in zip(questions, indices, strict=True)]
         while live := [e for e in episodes if not e.done]:
             await self._slm_step(live, slm_system)
             asking = [e for e in live if not e.done and e.pending is not None]

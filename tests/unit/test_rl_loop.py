@@ -94,13 +94,26 @@ def _add_teacher_dialogues(store: str, n: int) -> list:
     return teacher
 
 
-def test_control_arm_trains_as_many_teacher_dialogues_from_the_same_start(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("validate", [True, False])
+def test_control_arm_trains_as_many_teacher_dialogues_from_the_same_start(tiny_model_dir, tmp_path, validate,
+                                                                          monkeypatch):
     """The control: after the RL rounds, SFT continued from init_model on teacher dialogues of each round's questions,
-    as many as the RL round trained on; validated on the same questions; its own final.json, like RL's."""
+    as many as the RL round trained on; validated on the same questions and its best round kept (or, without
+    validation, trained up to the round RL kept, which is its final)."""
     import json
 
     recipe = _recipe(tmp_path, tiny_model_dir, min_reward=-100.0, k=1, fallback_query="sft_candidates",
-                     control=True)
+                     control=True, control_validate=validate)
+    if not validate:  # RL keeps round 1 whatever the validation says, so the control trains round 1 too
+        from rl.rounds import RoundRunner
+
+        monkeypatch.setattr(RoundRunner, "choose_final", lambda self: self.write_final(1, "test"))
+    _check_control(recipe, tmp_path, validate)
+
+
+def _check_control(recipe, tmp_path, validate):
+    import json
+
     teacher = _add_teacher_dialogues(recipe.store, 3)
     rows = run(recipe)
     n_rl = rows[1]["n_selected"] + rows[1]["n_fallback"]
@@ -117,9 +130,13 @@ def test_control_arm_trains_as_many_teacher_dialogues_from_the_same_start(tiny_m
     by = {(r["run"], r["round"]): r for r in got.to_dicts()}
     assert by[(str(ctl), 0)]["mean_reward"] == by[(recipe.output_dir, 0)]["mean_reward"]  # the same SFT start
     assert by[(str(ctl), 1)]["n_rollouts"] == 0 and by[(str(ctl), 1)]["n_fallback"] == 3
+    assert (by[(str(ctl), 1)]["mean_reward"] is None) == (not validate)
+    finals = {}
     for folder in (tmp_path / "rl", ctl):
-        final = json.loads((folder / "final.json").read_text())
-        assert final["round"] in (0, 1) and (Path(final["checkpoint"]) / "config.json").exists()
+        finals[folder] = json.loads((folder / "final.json").read_text())
+        assert finals[folder]["round"] in (0, 1) and (Path(finals[folder]["checkpoint"]) / "config.json").exists()
+    if not validate:
+        assert finals[ctl]["round"] == finals[tmp_path / "rl"]["round"] == 1
     from seekhelp.evaluation.endpoints import resolve_slm
 
     assert resolve_slm(str(tmp_path / "rl" / "final")) == json.loads((tmp_path / "rl" / "final.json").read_text())[
