@@ -100,7 +100,6 @@ def test_control_arm_trains_as_many_teacher_dialogues_from_the_same_start(tiny_m
     """The control: after the RL rounds, SFT continued from init_model on teacher dialogues of each round's questions,
     as many as the RL round trained on; validated on the same questions and its best round kept (or, without
     validation, trained up to the round RL kept, which is its final)."""
-    import json
 
     recipe = _recipe(tmp_path, tiny_model_dir, min_reward=-100.0, k=1, fallback_query="sft_candidates",
                      control=True, control_validate=validate)
