@@ -332,3 +332,35 @@ def heldout_keys() -> set[str]:
     add("detail", "all", DETAILS)
     add("register", "all", REGISTERS)
     return keys
+
+
+# ----------------------------------------------------------------------------------------------- the LLM injection path
+
+# What an injecting LLM is told per register (the same families; the offline injector applies them itself)
+REGISTER_TEXT = {"formal": "formal: complete sentences, normal capitalisation",
+                 "lowercase": "lowercase: the same words, all in lowercase",
+                 "typos": "with one or two misspelled common words (never a name or a place)",
+                 "chat": "a casual chat message: an opener such as 'hey' or 'ok so', contractions, all lowercase"}
+LLM_FAMILIES = ("who", "detail", "register")  # the families an injecting LLM is steered on
+
+
+def llm_style(seed_id: str, split: str, heldout_reason: str | None, heldout_share: float) -> dict:
+    """The slot members an injecting LLM is asked to use for one seed: the person of the user's, a sensitive detail
+    kind (or none) and the register. Training seeds take seen members; a validation/test seed held out on one of
+    these families (its own mark, or a `heldout_share` of the unmarked ones) takes that family's held-out members."""
+    rng = random.Random(f"llm-style:{seed_id}")
+    held = heldout_reason
+    if held is None and split != "train" and rng.random() < heldout_share:
+        held = rng.choice(LLM_FAMILIES)
+    if split == "train":
+        held = None
+    sex = rng.choice("fm")
+    picks = [pick(rng, "who", f"kin-{sex}", (KIN_SEEN[sex], KIN_HELDOUT[sex]), held == "who")]
+    if held == "detail" or rng.random() < DETAIL_SHARE:
+        picks.append(pick(rng, "detail", "all", DETAILS, held == "detail"))
+    picks.append(pick(rng, "register", "all", REGISTERS, held == "register"))
+    by = {p.key.split(":")[0]: p.value for p in picks}
+    register = by["register"].name
+    return {"who": by["who"], "detail": by["detail"][0] if "detail" in by else "none", "register": register,
+            "register_text": REGISTER_TEXT[register], "members": [p.key for p in picks],
+            "heldout_reason": held, "template_heldout": any(p.heldout for p in picks)}

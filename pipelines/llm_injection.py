@@ -38,7 +38,8 @@ from pipelines.llm_tasks import (
     RestateWithFacts,
     make_llm,
 )
-from pipelines.seeds import Seed
+from pipelines.families import llm_style
+from pipelines.seeds import HELDOUT_FAMILY_SHARE, Seed
 from seekhelp.records import Question
 
 log = logging.getLogger(__name__)
@@ -200,8 +201,12 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
                 AskThroughFacts(name="ask_through_facts", llm=llm(AskThroughFacts.SCHEMA, temperature), **kw),
                 ConsistencyCheck(name="consistency_check", llm=llm(ConsistencyCheck.SCHEMA, 0.0), **kw)]
 
+    # the person, sensitive detail and register each seed is written with (pipelines.families: seen members for
+    # train, held-out ones for a share of validation/test), so the LLM path has the offline injector's variety
+    styles = [llm_style(s.id, s.split, (s.meta or {}).get("heldout_reason"), HELDOUT_FAMILY_SHARE) for s in seeds]
     rows = [{"row": i, "original_question": s.question, "answers": list(s.answers), "prompt_tokens": 0,
-             "completion_tokens": 0} for i, s in enumerate(seeds)]
+             "completion_tokens": 0, **{k: st[k] for k in ("who", "detail", "register", "register_text")}}
+            for i, (s, st) in enumerate(zip(seeds, styles, strict=True))]
     t0 = time.perf_counter()
     out = run_pipeline("seekhelp-llm-inject", rows, steps, batch_size, cache_dir, ray_address)
     accepted: list[Question] = []
@@ -217,6 +222,10 @@ def run_llm_injection(seeds: list[Seed], base_url: str, model: str, *, api_key_e
                 question=rec["question"], answers=list(seed.answers), privacy_items=items,
                 original_question=seed.question, source=seed.source, split=seed.split,
                 meta={**seed.meta, "injector": "llm", "inject_model": model, "seed_id": seed.id,
+                      "members": styles[i]["members"], "register": styles[i]["register"],
+                      "template_heldout": styles[i]["template_heldout"],
+                      "heldout": bool(styles[i]["heldout_reason"] or (seed.meta or {}).get("heldout")),
+                      "heldout_reason": styles[i]["heldout_reason"] or (seed.meta or {}).get("heldout_reason"),
                       "restated": rec.get("restated"), "check_reason": rec.get("check_reason"),
                       "inject_tokens": tokens}))
         else:

@@ -242,14 +242,15 @@ class InventPersonalFacts(JsonTask):
 
     @property
     def inputs(self) -> list[str]:
-        return ["original_question", "answers"]
+        return ["original_question", "answers", "who", "detail"]
 
     @property
     def outputs(self) -> list[str]:
         return ["privacy_items", "inject_error"]
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
-        return self._messages(question=input["original_question"], answer=render_answer(input["answers"]))
+        return self._messages(question=input["original_question"], answer=render_answer(input["answers"]),
+                              who=input["who"], detail=input["detail"])
 
     def build(self, reply: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
         return {"privacy_items": reply["privacy_items"][:4], "inject_error": None}
@@ -283,7 +284,7 @@ class AskThroughFacts(JsonTask):
 
     @property
     def inputs(self) -> list[str]:
-        return ["answers", "privacy_items", "restated", "inject_error"]
+        return ["answers", "privacy_items", "restated", "register_text", "inject_error"]
 
     @property
     def outputs(self) -> list[str]:
@@ -291,10 +292,13 @@ class AskThroughFacts(JsonTask):
 
     def format_input(self, input: dict[str, Any]) -> list[dict[str, str]]:
         return self._messages(restated=input["restated"], privacy_items=render_items(input["privacy_items"]),
-                              answer=render_answer(input["answers"]))
+                              answer=render_answer(input["answers"]), register_text=input["register_text"])
 
     def build(self, reply: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
-        return {"question": compose_question(row["restated"], reply["question"]), "inject_error": None}
+        question = compose_question(row["restated"], reply["question"])
+        if row.get("register") in ("lowercase", "chat"):  # the restated sentence too: the whole message is lowercase
+            question = question.lower()
+        return {"question": question, "inject_error": None}
 
 
 class ConsistencyCheck(JsonTask):

@@ -69,7 +69,8 @@ def results_table(rows: Sequence[dict]) -> list[str]:
 
 SLICE_SEP = " · "  # as the harness names slice rows: "<dataset> · <slice>"
 SLICE_COLUMNS = ("run", "slice", "n", "EM % [95% CI]", "LLM calls", "answered alone %", "asked the LLM %",
-                 "attempted leak % [95% CI]", "LLM asked back (n)", "EM after <need> %", "follow-up leak %")
+                 "attempted leak % [95% CI]", "independent judge leak %", "LLM asked back (n)", "EM after <need> %",
+                 "follow-up leak %")
 
 
 def _slice_lines(rows: Sequence[dict]) -> list[str]:
@@ -79,12 +80,14 @@ def _slice_lines(rows: Sequence[dict]) -> list[str]:
         return []
     out = ["", "## By question kind and held-out group", "",
            "The protocol runs on each slice of the test questions (`slices` in the recipe). Held-out slices use "
-           "templates or relations training never saw; their drop against the seen ones is the generalization gap.",
+           "members of one slot family (who, frame, form, register, detail, statement, reference: "
+           "`pipelines/families.py`) or a relation training never saw; their drop against the seen ones is the "
+           "generalization gap.",
            "", "| " + " | ".join(SLICE_COLUMNS) + " |", "|" + "---|" * len(SLICE_COLUMNS)]
     for r in sl:
         cells = [r["run_name"], r["dataset"].split(SLICE_SEP, 1)[1], r.get("n"), _with_ci(r, "em"),
                  _f(r.get("avg_turns"), 2), _f(r.get("answered_alone")), _f(r.get("llm_called")),
-                 _with_ci(r, "priv_sample"),
+                 _with_ci(r, "priv_sample"), _f(r.get("priv_independent")),
                  r.get("n_need") or 0, _f(r.get("need_em")), _f(r.get("need_followup_leak"))]
         out.append("| " + " | ".join(str(c) for c in cells) + " |")
     return out

@@ -95,6 +95,19 @@ def _recipes(tmp_path, tiny_model_dir, **ids):
     return paths
 
 
+def test_main_gets_the_round_chosen_on_validation(tmp_path, tiny_model_dir):
+    """With final.json (the RL loop's choice on validation), main holds that round, not the last one."""
+    from seekhelp.hub import push_from_recipes
+
+    p = _recipes(tmp_path, tiny_model_dir, rl="me/rl")
+    rl_out = tmp_path / "models" / "rl"
+    (rl_out / "final.json").write_text(json.dumps({"round": 2, "checkpoint": str(rl_out / "round-2")}))
+    hub = FakeHub()
+    done = push_from_recipes(None, None, p["rl"], client=hub)
+    assert done[-1] == f"model {rl_out / 'round-2'} -> me/rl@main"
+    assert [c[3] for c in hub.calls if c[0] == "upload_folder"] == ["round-1", "round-2", "round-10", None]
+
+
 def test_push_reads_ids_and_folders_from_the_recipes(tmp_path, tiny_model_dir):
     from seekhelp.hub import push_from_recipes
 

@@ -284,3 +284,28 @@ def test_endpoint_llm_drops_a_refused_response_format_and_keeps_failures_per_row
     assert [o["generations"] for o in outs] == [["ok"], [None]]
     assert asyncio.run(llm._agenerate(["b"], 1, **llm.get_generation_kwargs()))[0]["generations"] == ["ok"]
     assert seen[-1] is None  # once refused, the schema is no longer sent
+
+
+def test_prompts_carry_the_seeds_style_and_train_never_gets_heldout_members(good_run):
+    """The LLM path is steered on the same slot families as the offline injector: each seed's person, sensitive
+    detail and register reach the prompts; a lowercase or chat register lowercases the whole question."""
+    from pipelines.families import REGISTER_TEXT, heldout_keys, llm_style
+
+    seeds, accepted, _, srv, *_ = good_run
+    facts = [b["messages"][-1]["content"] for b in srv.requests if step_of(b["messages"]) == "facts"]
+    asks = [b["messages"][-1]["content"] for b in srv.requests if step_of(b["messages"]) == "ask"]
+    for s, q in zip(seeds, accepted, strict=True):
+        st = llm_style(s.id, s.split, None, 0.4)
+        assert any(f"Person: the user's {st['who']}\nSensitive detail: {st['detail']}" in f for f in facts)
+        assert any(f"Register: {REGISTER_TEXT[st['register']]}" in a for a in asks)
+        assert q.meta["members"] == st["members"] and q.meta["register"] == st["register"]
+        assert (q.question == q.question.lower()) == (st["register"] in ("lowercase", "chat"))
+    held = heldout_keys()
+    styles = {sp: [llm_style(f"seed-{i}", sp, None, 0.4) for i in range(400)] for sp in ("train", "test")}
+    assert not any(set(st["members"]) & held or st["heldout_reason"] for st in styles["train"])
+    test_held = [st for st in styles["test"] if st["heldout_reason"]]
+    assert 100 < len(test_held) < 220 and {st["heldout_reason"] for st in test_held} == {"who", "detail", "register"}
+    for st in test_held:
+        assert any(k.startswith(st["heldout_reason"] + ":") and k in held for k in st["members"])
+    assert {st["register"] for st in styles["train"]} == {"formal", "lowercase", "typos"}
+    assert llm_style("x", "test", "who", 0.0)["heldout_reason"] == "who"  # a seed's own mark wins
