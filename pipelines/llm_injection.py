@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from pipelines.families import llm_style
 from pipelines.llm_tasks import (
     NO_GENERATION,
     AskThroughFacts,
@@ -38,7 +39,6 @@ from pipelines.llm_tasks import (
     RestateWithFacts,
     make_llm,
 )
-from pipelines.families import llm_style
 from pipelines.seeds import HELDOUT_FAMILY_SHARE, Seed
 from seekhelp.records import Question
 
