@@ -334,7 +334,7 @@ def heldout_keys() -> set[str]:
     return keys
 
 
-# ----------------------------------------------------------------------------------------------- the LLM injection path
+# ------------------------------------------------------------------------------------------ the LLM injection path
 
 # What an injecting LLM is told per register (the same families; the offline injector applies them itself)
 REGISTER_TEXT = {"formal": "formal: complete sentences, normal capitalisation",
