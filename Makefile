@@ -40,6 +40,12 @@ DATA_ARGS ?=
 SFT_ARGS ?=
 RL_ARGS ?=
 EVAL_ARGS ?=
+# Experiment tracking for SFT, RL and eval at once: REPORT_TO=trackio (local-first) or wandb (after installing it).
+REPORT_TO ?= none
+TRACKING_PROJECT ?= seekhelp
+export SEEKHELP_TRACKING_PROJECT := $(TRACKING_PROJECT)
+TRACK_SFT = $(if $(filter-out none,$(REPORT_TO)),--report_to $(REPORT_TO) --project $(TRACKING_PROJECT))
+TRACK_SET = $(if $(filter-out none,$(REPORT_TO)),--set report_to=$(REPORT_TO))
 
 .PHONY: lock test-compat doctor vllm-env install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
 
@@ -123,17 +129,17 @@ data: install
 
 sft: install
 ifeq ($(NUM_GPUS),1)
-	$(PY) -m sft.train --config $(SFT_RECIPE) $(SFT_ARGS)
+	$(PY) -m sft.train --config $(SFT_RECIPE) $(TRACK_SFT) $(SFT_ARGS)
 else
 	$(VENV)/bin/accelerate launch --config_file sft/accelerate/$(ACCELERATE_CONFIG).yaml \
-		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE) $(SFT_ARGS)
+		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE) $(TRACK_SFT) $(SFT_ARGS)
 endif
 
 rl: install
-	$(PY) -m rl.loop --config $(RL_RECIPE) $(RL_ARGS)
+	$(PY) -m rl.loop --config $(RL_RECIPE) $(TRACK_SET) $(RL_ARGS)
 
 eval: install
-	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE) $(EVAL_ARGS)
+	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE) $(TRACK_SET) $(EVAL_ARGS)
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install

@@ -70,6 +70,7 @@ class RLRecipe:
     # control is trained up to the round RL kept and that round is its final (same steps, no validation cost)
     control: bool = True
     control_validate: bool = True
+    report_to: str = "none"  # none | trackio | wandb: each round's row, and the retrains' losses (seekhelp.tracking)
     policy: PolicyConfig = field(default_factory=PolicyConfig)  # how rollouts are sampled (rl/policy.py)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)  # how each round retrains (rl/policy.py)
 
@@ -103,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     if recipe.llm.kind not in ("openai", "local"):
         raise RecipeError(f"llm.kind: {recipe.llm.kind!r} is not one of openai, local")
     check(recipe.policy, recipe.retrain)
+    from seekhelp.tracking import check_report_to
+
+    check_report_to(recipe.report_to)
     if not Path(recipe.store).exists():
         raise RecipeError(f"store: {recipe.store} not found (run `make data` first)")
     table = run(recipe)
@@ -110,15 +114,27 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def track(tracker, rows: list[dict], r: int, arm: str) -> None:
+    """Round r's row to the experiment tracker (keys "<arm>/<column>", the round as the step)."""
+    if tracker:
+        for row in rows:
+            if row["round"] == r:
+                tracker.log({f"{arm}/{k}": v for k, v in row.items() if k != "round"}, step=r)
+
+
 def run(recipe: RLRecipe) -> list[dict]:
     from rl.rounds import RoundRunner
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     t0 = time.perf_counter()
+    from seekhelp.config import to_dict
+    from seekhelp.tracking import start
+
+    tracker = start(recipe.report_to, f"rl-{Path(recipe.output_dir).name}", to_dict(recipe))
     with RoundRunner(recipe) as runner:
-        runner.ensure_round(0)  # the SFT model's validation row
-        for r in range(1, recipe.rounds + 1):
+        for r in range(0, recipe.rounds + 1):  # round 0: the SFT model's validation row
             runner.ensure_round(r)
+            track(tracker, runner.table(), r, "rl")
         rows = runner.table()
         final = runner.choose_final()
         control_rows = []
@@ -126,6 +142,7 @@ def run(recipe: RLRecipe) -> list[dict]:
             arm = runner.control_arm()
             for r in range(0, (recipe.rounds if recipe.control_validate else final["round"]) + 1):
                 arm.ensure_round(r)
+                track(tracker, arm.table(), r, "control")
             control_rows = arm.table()
             if recipe.control_validate:
                 arm.choose_final()
@@ -135,6 +152,9 @@ def run(recipe: RLRecipe) -> list[dict]:
     if control_rows:
         runner.print_table(control_rows, "Control: SFT continued on teacher dialogues, same steps (validation split)")
     log.info("final RL model: round %d (%s)", final["round"], final["checkpoint"])
+    if tracker:
+        tracker.log({"rl/final_round": final["round"]})
+        tracker.finish()
     log.info("RL finished in %.1f s", time.perf_counter() - t0)
     return rows
 

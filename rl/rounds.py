@@ -46,6 +46,15 @@ def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
             "em_self_contained": mean(alone, "r_quality"), "em_needs_fact": mean(other, "r_quality")}
 
 
+def tracking_args(report_to: str) -> list[str]:
+    """The retrain's SFT flags for the recipe's `report_to` (the same project as the RL rows)."""
+    import os
+
+    if report_to == "none":
+        return []
+    return ["--report_to", report_to, "--project", os.environ.get("SEEKHELP_TRACKING_PROJECT", "seekhelp")]
+
+
 class RoundRunner:
     def __init__(self, recipe, control: bool = False):
         self.recipe = recipe
@@ -314,7 +323,8 @@ class RoundRunner:
         self.sampler.close()  # the sampler's memory (a served or in-process engine) goes back to the trainer
         args = ["--config", rc.sft_recipe, "--store", "", "--dataset_path", str(export_dir),
                 "--model_name_or_path", str(checkpoint(rc, r - 1)), "--output_dir", str(checkpoint(rc, r)),
-                "--run_ids", run_id, *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain)]
+                "--run_ids", run_id, *tracking_args(rc.report_to),
+                *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain)]
         run_sft(rc.retrain, args)
         return ds.num_rows - n_fallback, n_fallback
 

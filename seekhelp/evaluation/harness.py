@@ -285,6 +285,23 @@ def paired_results(recipe: EvalRecipe, results, datasets: dict[str, list[Questio
     return out
 
 
+TRACKED = ("em", "f1", "avg_turns", "answered_alone", "priv_sample", "priv_sent", "priv_independent", "inscore",
+           "cost_usd", "wall_s")
+
+
+def track_eval(recipe: EvalRecipe, eval_id: str, rows: list[dict]) -> None:
+    """Every run's main metrics per dataset (not the slices) to the experiment tracker, once."""
+    from seekhelp.tracking import start
+
+    tracker = start(recipe.report_to, f"eval-{recipe.name}", {"eval_id": eval_id, "store": recipe.store})
+    if tracker is None:
+        return
+    for r in rows:
+        if SLICE_SEP not in r["dataset"]:
+            tracker.log({f"{r['run_name']}/{r['dataset']}/{k}": r.get(k) for k in TRACKED})
+    tracker.finish()
+
+
 def _progress(enabled: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -378,6 +395,7 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         raise EvalIncomplete(f"eval stopped at run {failure[0]!r} before any run finished: "
                              f"{one_line(failure[1])}") from failure[1]
     report = write_report(Path(recipe.reports_dir) / recipe.name, rows, setup, rl_rounds)
+    track_eval(recipe, eval_id, rows)
     if failure is not None:
         raise EvalIncomplete(f"eval stopped at run {failure[0]!r} ({one_line(failure[1])}); the report for the "
                              f"{len(results)} of {len(plan)} runs that finished, marked incomplete: {report}; "

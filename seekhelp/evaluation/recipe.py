@@ -110,11 +110,12 @@ class EvalRecipe:
     bertscore: BertScoreSpec = field(default_factory=BertScoreSpec)
     slm_batch_size: int = 32
     progress: bool = True
+    report_to: str = "none"  # none | trackio | wandb: every run's main metrics at the end (seekhelp.tracking)
 
     @property
     def eval_id(self) -> str:
         """A content hash of the recipe: the same recipe always writes (and replaces) the same rows."""
-        d = {k: v for k, v in to_dict(self).items() if k != "progress"}
+        d = {k: v for k, v in to_dict(self).items() if k not in ("progress", "report_to")}
         return "eval-" + content_hash(d, length=12)
 
     def endpoint(self, name: str) -> EndpointSpec:
@@ -167,6 +168,9 @@ def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
                 raise RecipeError(f"{path}: paired[{i}].{side}: no run named {getattr(p, side)!r}")
         if missing := [n for n in p.slices if n not in slice_names]:
             raise RecipeError(f"{path}: paired[{i}].slices: no slice named {missing[0]!r}")
+    from seekhelp.tracking import check_report_to
+
+    check_report_to(r.report_to, f"{path}: report_to")
     if r.runtime.guard not in GUARDS:
         raise RecipeError(f"{path}: runtime.guard: {r.runtime.guard!r} is not one of {', '.join(GUARDS)}")
     if r.judge.llm_judge and r.judge.endpoint not in names:
