@@ -41,9 +41,8 @@ def test_bad_values_are_one_line():
 
 
 def test_rl_rounds_and_the_control_reach_trackio(tiny_model_dir, tmp_path, trackio_dir):
-    from tests.unit.test_rl_loop import _recipe
-
     from rl.loop import run
+    from tests.unit.test_rl_loop import _recipe
 
     recipe = _recipe(tmp_path, tiny_model_dir, report_to="trackio", control=True, control_validate=False,
                      sft_overrides=["--max_steps", "1", "--per_device_train_batch_size", "2", "--disable_tqdm",
