@@ -80,7 +80,7 @@ def test_one_make_switch_reaches_every_stage():
     assert "report_to" not in plain
 
 
-def test_sft_reports_its_loss_to_trackio(tiny_model_dir, dataset_dir, tmp_path, trackio_dir, monkeypatch):
+def test_sft_reports_its_loss_to_trackio(tiny_model_dir, dataset_dir, tmp_path, trackio_dir):  # noqa: F811
     """SFT goes through transformers' own trackio integration (`--report_to trackio`): the loss of each logged step
     lands in the local database."""
     from tests.unit.test_sft import _run
