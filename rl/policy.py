@@ -99,7 +99,10 @@ class PolicySampler:
             from seekhelp.backends.vllm_backend import VLLMBackend
 
             extra = {"max_model_len": self.cfg.max_model_len} if self.cfg.max_model_len else {}
-            return VLLMBackend(model_dir, name=label, gpu_memory_utilization=self.cfg.gpu_memory_utilization, **extra)
+            backend = VLLMBackend(model_dir, name=label, gpu_memory_utilization=self.cfg.gpu_memory_utilization,
+                                  **extra)
+            self._stack.callback(backend.close)  # the engine's memory goes back before the retrain
+            return backend
         from seekhelp.backends.openai_compat import EndpointConfig, OpenAIBackend
         from seekhelp.backends.server import serve, vllm_serve_command
 
