@@ -137,7 +137,7 @@ def _version(module: str) -> str:
 
 
 def _gpus(needed: int, what: str) -> str:
-    from rl.policy import gpu_memory_used_mib
+    from seekhelp.backends.sampler import gpu_memory_used_mib
 
     used = gpu_memory_used_mib()
     if used is None:

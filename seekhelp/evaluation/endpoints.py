@@ -150,13 +150,20 @@ class Endpoints:
 
 
 class SLMs:
-    """Each SLM loaded once and dropped after the last run that needs it."""
+    """Each SLM loaded once and dropped after the last run that needs it. With `serving` other than local (the
+    recipe's `slm_serving`, the RL rounds' sampler: `vllm serve` on GPUs), a run's SLM is served for its runs and
+    stopped after the last one; the in-process LLM endpoints (pinned) stay in this process."""
 
-    def __init__(self, plan: list[tuple[str, RunSpec, str]], batch_size: int):
+    def __init__(self, plan: list[tuple[str, RunSpec, str]], batch_size: int, serving=None):
+        from seekhelp.backends.sampler import PolicyConfig, PolicySampler
+
         self.left = {}
         for _, _, slm in plan:
             self.left[slm] = self.left.get(slm, 0) + 1
         self.batch_size, self._loaded, self._pinned = batch_size, {}, set()
+        self.serving = serving or PolicyConfig()
+        self._sampler = None if self.serving.kind == "local" else PolicySampler(self.serving, batch_size)
+        self._served: tuple[str, object] | None = None
 
     def get(self, slm: str, pin: bool = False):
         if pin:
@@ -169,7 +176,28 @@ class SLMs:
             log.info("loaded SLM %s in %.1f s", slm, time.perf_counter() - t0)
         return self._loaded[slm]
 
+    async def aget(self, slm: str):
+        """A run's SLM: in-process, or served (started once for its runs; the previous one is stopped first)."""
+        if self._sampler is None or slm in self._pinned:
+            return self.get(slm)
+        if self._served is None or self._served[0] != slm:
+            import asyncio
+
+            t0 = time.perf_counter()
+            backend = await asyncio.to_thread(self._sampler.open, slm, slm)  # starts a server, checks it: blocking
+            self._served = (slm, backend)
+            log.info("serving SLM %s (%s %s) after %.1f s", slm, self.serving.kind, self.serving.engine,
+                     time.perf_counter() - t0)
+        return self._served[1]
+
     def done(self, slm: str) -> None:
         self.left[slm] -= 1
         if self.left[slm] == 0 and slm not in self._pinned:
             self._loaded.pop(slm, None)
+            if self._served is not None and self._served[0] == slm:
+                self.close()
+
+    def close(self) -> None:
+        if self._sampler is not None:
+            self._sampler.close()
+        self._served = None

@@ -249,7 +249,7 @@ async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
 
     e = recipe.endpoint(run.llm)
     llm = NoLLM() if run.strategy == "slm_cot" else endpoints.backend(run.llm)
-    ctx = StrategyContext(slm=slms.get(slm), llm=llm, grounder=endpoints.grounder(e),
+    ctx = StrategyContext(slm=await slms.aget(slm), llm=llm, grounder=endpoints.grounder(e),
                           config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
                                          run_tag=run.name),  # two runs never share trajectory ids
                           cascade_threshold=run.cascade_threshold, redactor=run.redactor)
@@ -333,7 +333,8 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         questions = {q.id: q for qs in datasets.values() for q in qs}
         run_id = store.start_run("eval", to_dict(recipe), models={"runs": {r.name: s for _, r, s in plan}},
                                  run_id=eval_id)
-        slms = SLMs(plan, recipe.slm_batch_size)
+        slms = SLMs(plan, recipe.slm_batch_size, recipe.slm_serving)
+        stack.callback(slms.close)  # a served SLM is stopped however the eval ends
         endpoints = Endpoints(recipe, stack, slms)
         results, judge, failure = asyncio.run(_run_all(recipe, store, endpoints, slms, plan, questions, run_id,
                                               _progress(recipe.progress)))

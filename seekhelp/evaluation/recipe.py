@@ -15,6 +15,7 @@
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from seekhelp.backends.sampler import PolicyConfig, check_policy
 from seekhelp.config import RecipeError, load_recipe, to_dict
 from seekhelp.records import content_hash
 from seekhelp.runtime import RuntimeConfig
@@ -109,6 +110,9 @@ class EvalRecipe:
     judge: JudgeSpec = field(default_factory=JudgeSpec)
     bertscore: BertScoreSpec = field(default_factory=BertScoreSpec)
     slm_batch_size: int = 32
+    # how the runs' SLMs generate: local (in this process, batched), or served like the RL rollouts (kind: server,
+    # engine: vllm on GPUs; seekhelp.backends.sampler.PolicyConfig). The LLM endpoints are configured apart.
+    slm_serving: PolicyConfig = field(default_factory=PolicyConfig)
     progress: bool = True
     report_to: str = "none"  # none | trackio | wandb: every run's main metrics at the end (seekhelp.tracking)
 
@@ -171,6 +175,7 @@ def validate(r: EvalRecipe, path: str = "recipe") -> EvalRecipe:
     from seekhelp.tracking import check_report_to
 
     check_report_to(r.report_to, f"{path}: report_to")
+    check_policy(r.slm_serving, f"{path}: slm_serving")
     if r.runtime.guard not in GUARDS:
         raise RecipeError(f"{path}: runtime.guard: {r.runtime.guard!r} is not one of {', '.join(GUARDS)}")
     if r.judge.llm_judge and r.judge.endpoint not in names:

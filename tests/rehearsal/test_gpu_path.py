@@ -94,7 +94,7 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
             "policy.max_concurrency=8", "retrain.accelerate_config=sft/accelerate/cpu.yaml",
             "retrain.num_processes=2", "retrain.sft_processes=1", f"sft_overrides={overrides}")], workdir, walls)
         assert log.count("served at http://127.0.0.1:") >= 3, "rollouts/validation did not go through the server"
-        assert log.count("accelerate.commands.launch") == 2, "the retrains did not run under accelerate launch"
+        assert log.count("accelerate.commands.launch") == 4, "the RL and control retrains did not use accelerate"
         rl_dir = workdir / "data/models/rl/qwen3-4b"
         for r in (1, 2):
             assert (rl_dir / f"round-{r}" / "config.json").exists(), f"round {r} checkpoint missing"
@@ -103,15 +103,26 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
         # eval: the GPU eval recipe's trained SLMs (its own paths) against the local server
         ep = [{"name": n, "base_url": llm.base_url, "model": "scripted", "label": n, "ground": False}
               for n in ("main", "unseen")]
-        stage("eval", "seekhelp.eval", ["--config", str(EVAL), *sets(
+        elog = stage("eval", "seekhelp.eval", ["--config", str(EVAL), *sets(
             "datasets=[{name: geo-test, source: geo, split: test, limit: 4}]", f"endpoints={json.dumps(ep)}",
             "runs=[{name: sft, strategy: dynamic, slm: data/models/sft/qwen3-4b-gpu}, "
-            "{name: rl, strategy: dynamic, slm: data/models/rl/qwen3-4b/latest}]",
-            "transfer=[{name: transfer, strategy: dynamic, slm: [data/models/rl/qwen3-4b/latest], llm: unseen}]",
+            "{name: control, strategy: dynamic, slm: data/models/rl/qwen3-4b/control/final}, "
+            "{name: rl, strategy: dynamic, slm: data/models/rl/qwen3-4b/final}]",
+            "transfer=[{name: transfer, strategy: dynamic, slm: [data/models/rl/qwen3-4b/final], llm: unseen}]",
+            "paired=[{a: rl, b: control}]",
+            # the SLMs through `transformers serve`, as the recipe's `vllm serve` (its flags are vLLM's)
+            "slm_serving.engine=transformers", "slm_serving.extra_args=[]", "slm_serving.extra_body=null",
+            "slm_serving.max_concurrency=8", "slm_serving.gpu_free_mib=null",
             "judge.llm_judge=false", "bertscore.model=hashed", "slm_batch_size=8", "runtime.slm_max_new_tokens=24",
             "runtime.llm_max_new_tokens=16", "progress=false")], workdir, walls)
         reports = list((workdir / "data/reports").rglob("report.md"))
         assert reports, "eval wrote no report"
+        text = reports[0].read_text()
+        assert "## Paired comparisons" in text and "| rl | control |" in text
+        assert elog.count("serving SLM") >= 3, "the eval's SLMs did not go through a server"
+        assert (rl_dir / "final.json").exists() and (rl_dir / "control" / "final.json").exists()
+        for r in (1, 2):  # the control arm: same questions, teacher dialogues, the same launcher
+            assert (rl_dir / "control" / f"round-{r}" / "config.json").exists(), f"control round {r} missing"
     walls["total"] = round(time.perf_counter() - t0, 1)
     print("rehearsal wall times (s):", json.dumps(walls))
 

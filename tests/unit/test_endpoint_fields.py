@@ -95,7 +95,7 @@ json.dump(r[1:] or r, open({str(state)!r}, "w"))
 
 
 def test_the_retrain_waits_for_gpu_memory_not_for_the_server_pid(tmp_path, monkeypatch):
-    from rl.policy import RetrainError, gpu_memory_used_mib, wait_gpu_memory
+    from seekhelp.backends.sampler import GPUBusyError, gpu_memory_used_mib, wait_gpu_memory
 
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, [[70000, 512], [30000, 512], [900, 512]])
                        + os.pathsep + os.environ["PATH"])
@@ -103,13 +103,13 @@ def test_the_retrain_waits_for_gpu_memory_not_for_the_server_pid(tmp_path, monke
     assert json.loads((tmp_path / "readings.json").read_text()) == [[900, 512]]  # it polled until all were free
     assert gpu_memory_used_mib() == [900, 512]
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path / "held", [[70000]]) + os.pathsep + os.environ["PATH"])
-    with pytest.raises(RetrainError, match=r"GPUs still use \[70000\] MiB"):
+    with pytest.raises(GPUBusyError, match=r"GPUs still use \[70000\] MiB"):
         wait_gpu_memory(2048, timeout_s=0.05, poll_s=0.01)
 
 
 def test_only_the_visible_gpus_are_asked_about(tmp_path, monkeypatch):
     """nvidia-smi ignores CUDA_VISIBLE_DEVICES: the LLM server's GPUs 0-3 must not hold up a retrain on 4-7."""
-    from rl.policy import gpu_memory_used_mib
+    from seekhelp.backends.sampler import gpu_memory_used_mib
 
     monkeypatch.setenv("PATH", _fake_nvidia_smi(tmp_path, [[100] * 4]) + os.pathsep + os.environ["PATH"])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
