@@ -119,7 +119,9 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
         assert reports, "eval wrote no report"
         text = reports[0].read_text()
         assert "## Paired comparisons" in text and "| rl | control |" in text
-        assert elog.count("serving SLM") >= 3, "the eval's SLMs did not go through a server"
+        # every run's SLM through a server (the tiny model's rounds tie on validation, so the finals may all be the
+        # SFT model: one server then serves every run), none generated in this process
+        assert elog.count("serving SLM") >= 1 and "loaded SLM" not in elog, "the eval's SLMs were not served"
         assert (rl_dir / "final.json").exists() and (rl_dir / "control" / "final.json").exists()
         for r in (1, 2):  # the control arm: same questions, teacher dialogues, the same launcher
             assert (rl_dir / "control" / f"round-{r}" / "config.json").exists(), f"control round {r} missing"
