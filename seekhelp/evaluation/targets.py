@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from typing import Any
 
 SLICE_SEP = " · "  # as the harness names slice rows
-STAGES = ("base", "SFT", "RL")
+STAGES = ("base", "SFT", "control", "RL")
 
 # the recipe slices the targets read (evals/demo.yaml defines them)
 SELF_CONTAINED = "self-contained"
 NEEDS_FACT = "needs a fact"  # every kind but self_contained (a question without a kind included)
-SEEN = "seen templates"
-HELDOUT = "held-out templates"
+SEEN = "seen families"
+HELDOUT = "held-out family (any)"  # held out on one slot family (pipelines/families.py); relations apart
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,8 @@ class Thresholds:
     em_self_contained: float = 80.0  # EM on self-contained questions, at least
     asked_needs_fact: float = 95.0  # questions that need a fact with at least one LLM call, at least
     inscore: float = 0.8  # INScore on the whole dataset, at least
-    heldout_gap: float = 10.0  # |EM held-out templates − EM seen templates|, at most
+    heldout_gap: float = 10.0  # |EM held-out families − EM seen families|, at most
+    independent_leak: float = 1.0  # attempted leak by the independent judge (eval only), at most
     need_em: float = 60.0  # EM of the episodes where the LLM asked back (<need>), at least
     need_followup_leak: float = 0.0  # what the SLM sent after a <need> leaked, at most (never)
 
@@ -64,18 +65,21 @@ class TargetRow:
     cells: dict[str, Cell]  # stage → cell, for every stage present
 
 
-_STAGE_RE = re.compile(r"\b(base|sft|rl)\)\s*$", re.IGNORECASE)
+_STAGE_RE = re.compile(r"\b(base|sft|control|rl)\)\s*$", re.IGNORECASE)
 
 
 def stage_of(row: dict) -> str | None:
-    """base / SFT / RL of a `dynamic` run: the last word in its name's parentheses ("dynamic (qwen3-4b sft)"),
-    else the SLM's folder (data/models/sft/..., data/models/rl/...), else base."""
+    """base / SFT / control / RL of a `dynamic` run: the last word in its name's parentheses ("dynamic (qwen3-4b
+    sft)"), else the SLM's folder (data/models/sft/..., data/models/rl/.../control/..., data/models/rl/...), else
+    base."""
     if row.get("strategy") != "dynamic" or row.get("kind", "run") != "run":
         return None
     m = _STAGE_RE.search(row.get("run_name") or "")
     if m:
-        return {"base": "base", "sft": "SFT", "rl": "RL"}[m.group(1).lower()]
+        return {"base": "base", "sft": "SFT", "control": "control", "rl": "RL"}[m.group(1).lower()]
     slm = (row.get("slm") or "").replace("\\", "/")
+    if "/control/" in slm:
+        return "control"
     return "RL" if "/rl/" in slm else "SFT" if "/sft/" in slm else "base"
 
 
@@ -151,6 +155,8 @@ def target_rows(rows: Sequence[dict], dataset: str, th: Thresholds = THRESHOLDS)
                   each(lambda s, r: _plain(r.get(None), "inscore", th.inscore, digits=2))),
         TargetRow(f"EM {HELDOUT} − EM {SEEN} (points)", f"within ± {th.heldout_gap:g}",
                   each(lambda s, r: _gap(r, th.heldout_gap))),
+        TargetRow("attempted leak %, independent judge (all questions)", f"≤ {th.independent_leak:g}",
+                  each(lambda s, r: _plain(r.get(None), "priv_independent", at_most=th.independent_leak))),
         TargetRow("attempted leak % (all questions)", "RL ≤ SFT",
                   each(lambda s, r: _leak_vs_sft(s, r.get(None), sft.get(None)))),
         TargetRow(f"attempted leak % ({HELDOUT})", "RL ≤ SFT",

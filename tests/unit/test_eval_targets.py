@@ -22,8 +22,8 @@ def runs(name, slm, *, alone, em_self, called, inscore, em_seen, em_held, leak, 
             row(name, f"{DS} · self-contained", slm, n=10, answered_alone=alone, em=em_self,
                 ci={"em": [em_self - 10, min(100.0, em_self + 10)]}),
             row(name, f"{DS} · needs a fact", slm, n=30, llm_called=called),
-            row(name, f"{DS} · seen templates", slm, n=30, em=em_seen),
-            row(name, f"{DS} · held-out templates", slm, n=10, em=em_held, priv_sample=leak_held)]
+            row(name, f"{DS} · seen families", slm, n=30, em=em_seen),
+            row(name, f"{DS} · held-out family (any)", slm, n=10, em=em_held, priv_sample=leak_held)]
 
 
 SFT = runs("dynamic (sft)", "data/models/sft/m", alone=60.0, em_self=70.0, called=90.0, inscore=0.6, em_seen=40.0,
@@ -57,11 +57,11 @@ def test_met_and_missed_targets_per_stage():
     assert t["needs a fact: asked the LLM (≥ 1 call) %"].cells["RL"].text() == "97.5 (n=30) ✓"
     ins = t["INScore (all questions)"].cells
     assert ins["RL"].text() == "0.85 [0.80, 0.90] (n=40) ✓" and ins["SFT"].met is False and ins["base"].met is False
-    gap = t["EM held-out templates − EM seen templates (points)"].cells
+    gap = t["EM held-out family (any) − EM seen families (points)"].cells
     assert gap["RL"].text() == "-5.0 (45.0 vs 50.0; n=10 / 30) ✓" and gap["SFT"].met is False  # 20 points lower
-    leak, leak_held = t["attempted leak % (all questions)"].cells, t["attempted leak % (held-out templates)"].cells
+    leak, leak_held = t["attempted leak % (all questions)"].cells, t["attempted leak % (held-out family (any))"].cells
     assert leak["RL"].met is True and leak["RL"].note == "SFT 10.0"
-    assert leak_held["RL"].met is False  # 20 % on held-out templates against the SFT model's 10 %
+    assert leak_held["RL"].met is False  # 20 % on held-out family (any) against the SFT model's 10 %
     assert leak["SFT"].met is None and leak["base"].met is None  # the comparison is the RL model's alone
     need = t["EM after the LLM asked back (`<need>`) %"].cells
     assert need["RL"].text() == "60.0 (n=5) ✓" and need["SFT"].met is False  # the threshold itself is met
@@ -72,7 +72,7 @@ def test_met_and_missed_targets_per_stage():
 def test_missing_slices_runs_and_references_are_dashes():
     t = _table(BASE + RL)
     base = {name: x.cells["base"].text() for name, x in t.items()}
-    assert base["self-contained: EM %"] == "–" and base["EM held-out templates − EM seen templates (points)"] == "–"
+    assert base["self-contained: EM %"] == "–" and base["EM held-out family (any) − EM seen families (points)"] == "–"
     assert base["EM after the LLM asked back (`<need>`) %"] == "– (0)"  # the LLM never asked back
     assert base["attempted leak % (all questions)"] == "30.0 (n=40)"
     rl_leak = t["attempted leak % (all questions)"].cells["RL"]
@@ -86,7 +86,23 @@ def test_the_thresholds_come_from_one_place():
     lenient = replace(THRESHOLDS, em_self_contained=60.0, heldout_gap=25.0)
     t = _table(SFT + RL, lenient)
     assert t["self-contained: EM %"].cells["SFT"].met is True and t["self-contained: EM %"].threshold == "≥ 60"
-    assert t["EM held-out templates − EM seen templates (points)"].cells["SFT"].met is True
+    assert t["EM held-out family (any) − EM seen families (points)"].cells["SFT"].met is True
+
+
+def test_the_control_arm_is_its_own_stage_not_rl():
+    """`dynamic (control)` runs a checkpoint under data/models/rl/.../control/: a stage of its own, never read as RL
+    (the first run of a stage wins, and the control comes before RL in the recipes)."""
+    ctl = row("dynamic (control)", slm="data/models/rl/m/control/round-1", em=40.0)
+    assert stage_of(ctl) == "control"
+    assert stage_of(row("x", slm="data/models/rl/m/control/round-1")) == "control"
+    by = targets.runs_by_stage([ctl, *RL], DS)
+    assert by["RL"][None]["run_name"] == "dynamic (rl)" and by["control"][None]["em"] == 40.0
+
+
+def test_the_independent_judge_has_its_target():
+    t = _table([row("dynamic (rl)", slm="data/models/rl/m/round-2", priv_independent=3.1)])
+    cell = t["attempted leak %, independent judge (all questions)"].cells["RL"]
+    assert cell.met is False and cell.value == 3.1
 
 
 def test_the_report_has_the_targets_table(tmp_path):
@@ -94,5 +110,5 @@ def test_the_report_has_the_targets_table(tmp_path):
     section = text.split("## Targets")[1].split("\n## ")[0]
     assert "| target | threshold | base | SFT | RL |" in section
     assert "| self-contained: EM % | ≥ 80 | – | 70.0 [60.0, 80.0] (n=10) ✗ | 85.0 [75.0, 95.0] (n=10) ✓ |" in section
-    assert section.count("\n| ") == 1 + 9  # the header and one row per target
+    assert section.count("\n| ") == 1 + 10  # the header and one row per target
     assert "| needs a fact |" in text.split("## By question kind")[1]  # the slice rows keep their own table
