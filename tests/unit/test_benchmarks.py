@@ -96,3 +96,15 @@ def test_serve_tiny(capsys, tiny_model_dir):
         assert sum(out[phase]["stop_reasons"].values()) == out[phase]["requests"]
     assert out["one_at_a_time"]["mean_batch"] == 1 and out["target_met"] is None
     _positive(out, ["speedup", "cpu_speedup", "slm_generate_calls", "slm_episode_turns"])
+
+
+def test_round_cost_tiny(capsys):
+    """The simulated GPU round: a client capped below the servers' capacity waits wave after wave."""
+    from benchmarks.round_cost import main
+
+    main(["--episodes", "24", "--round-episodes", "100", "--capacity", "32", "--time-scale", "0.01",
+          "--concurrency", "4", "32"])
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    slow, fast = out["settings"]["4"], out["settings"]["32"]
+    assert slow["wall_s_simulated"] > fast["wall_s_simulated"] and out["speedup_last_vs_first"] > 1
+    assert out["round_hours_at_full_capacity"] <= fast["round_hours"]
