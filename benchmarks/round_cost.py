@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
             wall = one_round(qs, slm.base_url, llm.base_url, c)
             real = wall / args.time_scale
             out["settings"][str(c)] = {
-                "wall_s_simulated": round(wall, 2), "episodes_per_s_at_assumed_latency": round(args.episodes / real, 2),
+                "wall_s_simulated": round(wall, 2),
+                "episodes_per_s_at_assumed_latency": round(args.episodes / real, 2),
                 "round_hours": round(real * args.round_episodes / args.episodes / 3600, 2)}
     # the floor: every wave of `capacity` episodes waits 3 SLM turns and 2 LLM replies back to back
     waves = -(-args.episodes // args.capacity)
