@@ -1,11 +1,13 @@
 """A knowledge-driven teacher: ideal SLM <-> LLM dialogues written from a question's gold decomposition.
 
 Per question kind (`meta["kind"]`, wording from `pipelines.relations`): a self-contained question is answered
-alone, with no request; otherwise the SLM thinks, sends only the objective sub-question(s) (never a private fact),
-the LLM answers with the fact from the knowledge base, and the SLM answers with the bare entity. Two-hop questions
-are asked either in one message or in two. An underspecified question first gets the request that names no place;
-the LLM asks back with `<need>` (the wording of the offline experts, `seekhelp.knowledge.need_text`), and the SLM
-supplies the missing PUBLIC detail, the place's name, never a private one, before it gets the fact.
+alone, with no request; an other-fact question's first think names the fact it states and the one it leaves out
+(the two kinds look alike: what is stated decides); otherwise the SLM thinks, sends only the objective
+sub-question(s) (never a private fact), the LLM answers with the fact from the knowledge base, and the SLM answers
+with the bare entity. Two-hop questions are asked either in one message or in two. An underspecified question first
+gets the request that names no place; the LLM asks back with `<need>` (the wording of the offline experts,
+`seekhelp.knowledge.need_text`), and the SLM supplies the missing PUBLIC detail, the place's name, never a private
+one, before it gets the fact.
 Wording is varied by a seeded RNG, so N samples of one question differ.
 The SLM side reads the question alone (seekhelp.conversation): the private facts are in its text.
 
@@ -23,7 +25,7 @@ from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_tur
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/5"
+VERSION = "offline-teacher/6"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
 # Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
@@ -33,6 +35,10 @@ PREFIX = ["", "", "Quick question: ", "A factual question: "]
 THINK_ASK = [
     "The question does not state {need}. That is public, so I ask for it alone.",
     "The question does not state {need}; I ask for it without naming anyone.",
+]
+THINK_OTHER = [  # the question states another fact about the place: say which, and what it leaves out
+    "The question states that {stated}, but not {need}. That is public, so I ask for it alone.",
+    "The question states only that {stated}; it does not state {need}. I ask for it without naming anyone.",
 ]
 THINK_FIRST_OF_TWO = [  # a two-hop plan is written out whole, so the second turn can read what is still missing
     "The question does not state {need}, and then {next}. I ask for the first part alone.",
@@ -151,6 +157,11 @@ def _write(q: Question, rng: random.Random, combined: bool) -> list[Turn]:
         s = _subject(first)
         supply = _clean(w.pick(SUPPLY, s=s, ask=cap(w.pick(rel.ask, s=s))), w.private, first["question"])
         w.ask(w.pick(THINK_SUPPLY, noun=noun, s=s, S=cap(s)), supply, [first["fact"]])
+    elif len(hops) == 1 and q.meta.get("kind") == "other_fact":
+        side = q.meta["side"]
+        srel = RELATIONS[side["relation"]]
+        stated = srel.state[0].format(s=subject_text(srel.name, side["subject"]), o=side["object"])
+        w.ask(w.pick(THINK_OTHER, stated=stated, need=need), w.message(first), [first["fact"]])
     elif len(hops) == 1:
         w.ask(w.pick(THINK_ASK, need=need), w.message(first), [first["fact"]])
     elif combined:  # both hops in one message

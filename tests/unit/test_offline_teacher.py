@@ -141,3 +141,18 @@ def test_question_without_decomposition():
     with pytest.raises(ValueError, match="no 'hops'"):
         teacher_trajectories(q)
     assert teach([q]) == []
+
+
+def test_other_fact_thinks_name_what_is_stated_and_what_is_missing(pairs):
+    """Self-contained and other-fact questions both state a fact; the first think says which one is stated and
+    which one is still missing, so the decision to ask is read from the question, not from its shape."""
+    from pipelines.relations import RELATIONS
+
+    other = [(q, t) for q, t in pairs if q.meta["kind"] == "other_fact"]
+    assert other
+    for q, t in other:
+        side = q.meta["side"]
+        think = t.turns[0].think
+        assert think.startswith("The question states") and "not" in think and t.turns[0].action == "message"
+        assert side["object"].split(" (")[0].lower() in think.lower()
+        assert RELATIONS[side["relation"]].name != q.meta["relations"][0]
