@@ -159,17 +159,24 @@ def _flag_value(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args[:-1] else None
 
 
-def rl_placement_checks(recipe) -> list[tuple[str, object]]:
-    """What an RL recipe places on a machine: the policy engine, the retrain launcher and their GPUs."""
+def serving_checks(p, field: str) -> list[tuple[str, object]]:
+    """What a sampler config (an RL recipe's `policy`, an eval recipe's `slm_serving`) needs: vLLM and its GPUs."""
     out: list[tuple[str, object]] = []
-    p, rt = recipe.policy, recipe.retrain
     if p.kind == "server" and p.engine == "vllm":
-        out.append(("policy: vllm serve", _vllm_found))
+        out.append((f"{field}: vllm serve", _vllm_found))
         dp = int(_flag_value(p.extra_args, "--data-parallel-size") or 1)
         tp = int(_flag_value(p.extra_args, "--tensor-parallel-size") or 1)
-        out.append(("policy: GPUs", lambda n=dp * tp: _gpus(n, f"the policy server (data x tensor parallel = {n})")))
+        out.append((f"{field}: GPUs",
+                    lambda n=dp * tp: _gpus(n, f"the {field} server (data x tensor parallel = {n})")))
     if p.kind == "vllm":
-        out.append(("policy: vllm (in-process)", lambda: _importable("vllm", "policy.kind: vllm")))
+        out.append((f"{field}: vllm (in-process)", lambda: _importable("vllm", f"{field}.kind: vllm")))
+    return out
+
+
+def rl_placement_checks(recipe) -> list[tuple[str, object]]:
+    """What an RL recipe places on a machine: the policy engine, the retrain launcher and their GPUs."""
+    rt = recipe.retrain
+    out = serving_checks(recipe.policy, "policy")
     if rt.launcher == "accelerate":
         cfg = Path(rt.accelerate_config).read_text(encoding="utf-8") if Path(rt.accelerate_config).is_file() else ""
         if "DEEPSPEED" in cfg:
@@ -256,6 +263,7 @@ def doctor(data: str | None = None, rl: str | None = None, eval_: str | None = N
         findings.append(found)
         if ev is not None:
             endpoints += [(eval_, e) for e in eval_endpoints(ev)]
+            findings += [_run(f"{eval_}: {what}", fn) for what, fn in serving_checks(ev.slm_serving, "slm_serving")]
     if any(e.kind == "embedded" for _, e in endpoints):
         findings.append(_run("embedded endpoint", check_serving_code))
     for path, e in endpoints:

@@ -73,6 +73,22 @@ def test_doctor_names_what_the_gpu_recipes_need_and_this_machine_lacks(monkeypat
         assert "pip install -e '.[gpu]'" in fails[f"{GPU_RL}: retrain: DeepSpeed"]
 
 
+def test_doctor_checks_the_eval_s_served_slms(monkeypatch, tmp_path):
+    """The GPU eval serves its SLMs with `vllm serve` (slm_serving): doctor names a missing vllm before any run."""
+    from seekhelp.preflight import doctor
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("VLLM_BIN", raising=False)
+    with ScriptedServer(models=["m"]) as llm:
+        ep = f"endpoints=[{{name: main, base_url: '{llm.base_url}', model: m}}]"
+        found = _by_what(doctor(eval_="evals/gpu.yaml", overrides={"eval": [
+            ep, "runs=[{name: t, strategy: slm_cot}]", "paired=[]", "transfer=[]", "judge.llm_judge=false"]}))
+    assert not found["evals/gpu.yaml: slm_serving: vllm serve"].ok
+    assert "no `vllm` executable" in found["evals/gpu.yaml: slm_serving: vllm serve"].detail
+    plain = _by_what(doctor(eval_="evals/demo.yaml"))
+    assert not any("slm_serving" in w for w in plain)  # the demo generates in-process
+
+
 def test_doctor_passes_the_placement_where_the_gpus_and_vllm_are_there(monkeypatch, tmp_path):
     from seekhelp.preflight import doctor
 
