@@ -64,16 +64,6 @@ THINK_SUPPLY = [
     "The reply asks which {noun}. {S} is public; I name it.",
     "The reply asks which {noun}: {s}. A place name is not private.",
 ]
-SUPPLY = [
-    "The expert asks which {noun}. {S} is public; I name it.",
-    "Which {noun}: {s}. A place name is not private.",
-]
-SUPPLY = [
-    "The expert needs to know which {noun} I mean. The place's name, {s}, is public, so I can give it; the names "
-    "and plans stay with me.",
-    "The expert asks which {noun}. Naming {s} reveals nothing personal, so I add it to my question.",
-    "Fair: my question did not say which {noun}. {S} is a public place name; I send it and nothing else.",
-]
 SUPPLY = ["I mean {s}. {ask}", "It is {s}. {ask}", "{ask}", "Sorry, I mean {s}: {ask}"]
 NEED_REASONING = [
     "The request does not say which {noun} it is about, so I cannot look anything up.",
