@@ -8,43 +8,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from rl.round_table import COLUMNS, KIND_COLUMNS, RL_ROUNDS_DDL, kind_columns  # noqa: F401  (re-exported)
 from seekhelp.records import Question, trajectory_id
 from seekhelp.rewards import RewardConfig, compute_reward, estimate_easy
 
 log = logging.getLogger("rl.rounds")
-
-RL_ROUNDS_DDL = """
-CREATE TABLE IF NOT EXISTS rl_rounds (
-    run VARCHAR, round INTEGER, split VARCHAR, policy VARCHAR, n INTEGER, mean_reward DOUBLE,
-    r_format DOUBLE, r_quality DOUBLE, r_feedback DOUBLE, r_privacy DOUBLE, r_efficiency DOUBLE,
-    em DOUBLE, turns DOUBLE, leak_rate DOUBLE, valid_rate DOUBLE, n_rollouts INTEGER, n_selected INTEGER,
-    wall_s DOUBLE, PRIMARY KEY (run, round, split));
-"""
-# columns added after the first layout (older stores get them when the next round runs); NULL in older rows
-KIND_COLUMNS = {"n_self_contained": "INTEGER", "calls_self_contained": "DOUBLE", "em_self_contained": "DOUBLE",
-                "em_needs_fact": "DOUBLE"}
-ADDED_COLUMNS = KIND_COLUMNS | {"n_fallback": "INTEGER"}
-RL_ROUNDS_DDL += "".join(f"ALTER TABLE rl_rounds ADD COLUMN IF NOT EXISTS {k} {v};\n"
-                         for k, v in ADDED_COLUMNS.items())
-COLUMNS = ["round", "policy", "n", "mean_reward", "r_format", "r_quality", "r_feedback", "r_privacy",
-           "r_efficiency", "em", "turns", "leak_rate", "valid_rate", *KIND_COLUMNS, "n_rollouts", "n_selected",
-           "n_fallback", "wall_s"]
-
-
-def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
-    """LLM calls and EM on the self-contained validation questions, and EM on the others (the questions that need a
-    fact; a question without `meta["kind"]`, e.g. from a hub dataset, is one of them). `rows` are score()'s
-    per-trajectory summaries (question_id, n_turns = LLM calls, r_quality = EM); None where a group is empty."""
-    kinds = {q.id: (q.meta or {}).get("kind") for q in questions}
-    alone = [x for x in rows if kinds.get(x["question_id"]) == "self_contained"]
-    other = [x for x in rows if kinds.get(x["question_id"]) != "self_contained"]
-
-    def mean(xs: list[dict], key: str) -> float | None:
-        return round(sum(float(x[key]) for x in xs) / len(xs), 4) if xs else None
-
-    return {"n_self_contained": len(alone), "calls_self_contained": mean(alone, "n_turns"),
-            "em_self_contained": mean(alone, "r_quality"), "em_needs_fact": mean(other, "r_quality")}
-
 
 def tracking_args(report_to: str) -> list[str]:
     """The retrain's SFT flags for the recipe's `report_to` (the same project as the RL rows)."""

@@ -266,25 +266,6 @@ async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
     return trajs, wall
 
 
-def paired_results(recipe: EvalRecipe, results, datasets: dict[str, list[Question]], slices: dict[str, set[str]],
-                   questions: dict[str, Question]) -> list[dict]:
-    """The recipe's paired comparisons over each dataset and the slices each pair names (runs that did not finish
-    are left out)."""
-    from seekhelp.evaluation.paired import em_by_question, paired_em
-
-    em = {run.name: em_by_question(trajs, questions) for _, run, _, trajs, _ in results}
-    out = []
-    for p in recipe.paired:
-        if p.a not in em or p.b not in em:
-            continue
-        for ds, qs in datasets.items():
-            ids = {q.id for q in qs}
-            for subset, sub in [(ds, ids), *((f"{ds}{SLICE_SEP}{n}", ids & slices.get(n, set())) for n in p.slices)]:
-                if r := paired_em(em[p.a], em[p.b], sub):
-                    out.append({"a": p.a, "b": p.b, "subset": subset, **r})
-    return out
-
-
 TRACKED = ("em", "f1", "avg_turns", "answered_alone", "priv_sample", "priv_sent", "priv_independent", "inscore",
            "cost_usd", "wall_s")
 
@@ -379,6 +360,8 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         disagree = {run.name: disagreements((t, questions[t.question_id], aggregate.leak_of(t, questions[
             t.question_id], judge.get(t.id))[0]) for t in trajs) for _, run, _, trajs, _ in results
             if run.strategy in ("dynamic", "redact_direct", "static_rewrite")}
+        from seekhelp.evaluation.paired import paired_results
+
         setup_paired = paired_results(recipe, results, datasets, slices, questions)
         rl_rounds = []
         if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'rl_rounds'")["n"][0]:

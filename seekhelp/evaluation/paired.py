@@ -8,6 +8,7 @@ difference shown; one that includes 0 is not.
 
 from collections.abc import Mapping, Sequence
 
+from seekhelp.evaluation.targets import SLICE_SEP
 from seekhelp.metrics import bootstrap_ci, exact_match
 from seekhelp.records import Question, Trajectory
 
@@ -50,3 +51,20 @@ def paired_lines(pairs: Sequence[dict]) -> list[str]:
         lines.append(f"| {p['a']} | {p['b']} | {p['subset']} | {p['n']} | {p['em_a']:.1f} | {p['em_b']:.1f} | "
                      f"{p['diff']:+.1f} [{lo:+.1f}, {hi:+.1f}] | {p['a_only']} | {p['b_only']} | {p['verdict']} |")
     return [*lines, ""]
+
+
+def paired_results(recipe, results, datasets: dict[str, list[Question]], slices: dict[str, set[str]],
+                   questions: dict[str, Question]) -> list[dict]:
+    """The recipe's paired comparisons over each dataset and the slices each pair names (runs that did not finish
+    are left out)."""
+    em = {run.name: em_by_question(trajs, questions) for _, run, _, trajs, _ in results}
+    out = []
+    for p in recipe.paired:
+        if p.a not in em or p.b not in em:
+            continue
+        for ds, qs in datasets.items():
+            ids = {q.id for q in qs}
+            for subset, sub in [(ds, ids), *((f"{ds}{SLICE_SEP}{n}", ids & slices.get(n, set())) for n in p.slices)]:
+                if r := paired_em(em[p.a], em[p.b], sub):
+                    out.append({"a": p.a, "b": p.b, "subset": subset, **r})
+    return out
