@@ -26,6 +26,9 @@ EVAL_RECIPE ?= evals/$(PROFILE).yaml
 STORE = $(shell sed -n 's/^store: *\([^ #]*\).*/\1/p' $(DATA_RECIPE))
 NUM_GPUS ?= 1
 ACCELERATE_CONFIG ?= ddp
+# More `accelerate launch` flags for multi-GPU SFT, e.g. a second node: ACCELERATE_ARGS="--num_machines 2
+# --machine_rank 1 --main_process_ip <node 0> --main_process_port 29500"
+ACCELERATE_ARGS ?=
 PORT ?= 8000
 
 # vLLM in its own environment: it pins its own torch and transformers, and our code only ever runs it as a
@@ -47,7 +50,7 @@ export SEEKHELP_TRACKING_PROJECT := $(TRACKING_PROJECT)
 TRACK_SFT = $(if $(filter-out none,$(REPORT_TO)),--report_to $(REPORT_TO) --project $(TRACKING_PROJECT))
 TRACK_SET = $(if $(filter-out none,$(REPORT_TO)),--set report_to=$(REPORT_TO))
 
-.PHONY: lock test-compat doctor vllm-env install test test-rehearsal test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
+.PHONY: lock test-compat doctor vllm-env install test test-rehearsal check-gpu-install test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 
@@ -91,6 +94,11 @@ test: install
 test-rehearsal: install
 	$(PY) -m pytest -q -m rehearsal tests/rehearsal --timeout=1800
 
+# The GPU installs resolve against the package registry (pip --dry-run --report, metadata only): the [gpu] extra
+# within the lock's pins, and vLLM's own environment. Reaches the registry, so it is not part of `make test`.
+check-gpu-install: install
+	SEEKHELP_REGISTRY_CHECK=1 $(PY) -m pytest -q -rs tests/rehearsal/test_gpu_install.py --timeout=1800
+
 test-reliability: install
 	$(OFFLINE) $(PY) -m pytest -q tests/reliability --timeout=1800
 
@@ -132,7 +140,7 @@ ifeq ($(NUM_GPUS),1)
 	$(PY) -m sft.train --config $(SFT_RECIPE) $(TRACK_SFT) $(SFT_ARGS)
 else
 	$(VENV)/bin/accelerate launch --config_file sft/accelerate/$(ACCELERATE_CONFIG).yaml \
-		--num_processes $(NUM_GPUS) -m sft.train --config $(SFT_RECIPE) $(TRACK_SFT) $(SFT_ARGS)
+		--num_processes $(NUM_GPUS) $(ACCELERATE_ARGS) -m sft.train --config $(SFT_RECIPE) $(TRACK_SFT) $(SFT_ARGS)
 endif
 
 rl: install

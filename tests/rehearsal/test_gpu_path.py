@@ -1,4 +1,6 @@
-"""A rehearsal of the GPU path on CPU: the GPU recipes of the repo, chained data → sft → rl (2 rounds) → eval.
+"""A rehearsal of the GPU path on CPU: the GPU recipes of the repo, chained data → sft → rl (2 rounds) → eval → push,
+each stage through its Make target (`make data`, `make sft NUM_GPUS=2`, `make rl`, `make eval`, `make push`), as the
+README's commands run them.
 
 What is swapped, by `--set` only (the recipes' own paths are kept, so the chain is theirs): models for a tiny random
 Llama, every LLM endpoint for a scripted local OpenAI-compatible server, the 8-GPU ZeRO-3 launches for
@@ -6,19 +8,24 @@ Llama, every LLM endpoint for a scripted local OpenAI-compatible server, the 8-G
 `transformers serve` on each round's checkpoint (rollouts are HTTP calls to it). Seeds are the offline set instead
 of the Hub's (the hub layout itself is covered where seeds are). Every stage runs in a temporary folder that holds
 `data/`, with the repository's recipes, queries and templates linked in, so each artifact must appear exactly where
-the next recipe reads it.
+the next recipe reads it. The SFT start carries a Qwen3-style chat template (thinking, earlier turns' <think> blocks
+dropped); the recipe's ChatML template must replace it, in training and in the saved tokenizer the policy server and
+the eval read.
 
     make test-rehearsal        (pytest -m rehearsal; minutes, not part of `make test`)
 """
 
 import json
+import shlex
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from seekhelp.backends.scripted_server import ScriptedServer, default_reply
-from tests.reliability.conftest import ROOT, child_env, run_module
+from tests.reliability.conftest import ROOT, child_env
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.slow]
 
@@ -42,57 +49,115 @@ def sets(*pairs: str) -> list[str]:
     return [a for p in pairs for a in ("--set", p)]
 
 
-def stage(name: str, module: str, args: list[str], cwd: Path, walls: dict, timeout: float = 900) -> str:
+def make(name: str, target: str, variables: dict[str, str | list[str]], cwd: Path, walls: dict,
+         timeout: float = 900) -> str:
+    """`make <target> VAR=...` in `cwd` with the project's venv; a list value becomes a shell-quoted argument list
+    (what a user writes inside RL_ARGS="..."). Returns stdout + stderr."""
+    # -o: the venv checked current at the start is never rebuilt under the running test (an edit to pyproject.toml
+    # meanwhile would otherwise make `install` wipe it)
+    argv = ["make", "-f", str(ROOT / "Makefile"), "--no-print-directory", f"VENV={sys.prefix}",
+            "-o", f"{sys.prefix}/.installed", target]
+    argv += [f"{k}={shlex.join(v) if isinstance(v, list) else v}" for k, v in variables.items()]
     t0 = time.perf_counter()
-    res = run_module(module, *args, cwd=cwd, env=child_env(SEEKHELP_SERVE_DEVICE="cpu", OMP_NUM_THREADS="1"),
-                     timeout=timeout)
+    res = subprocess.run(argv, cwd=cwd, env=child_env(SEEKHELP_SERVE_DEVICE="cpu", OMP_NUM_THREADS="1"),
+                         capture_output=True, text=True, timeout=timeout, errors="replace")
     walls[name] = round(time.perf_counter() - t0, 1)
     assert res.returncode == 0, f"{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
-    return res.stderr
+    return res.stdout + res.stderr
+
+
+# A Qwen3-style template in our own words: it renders thinking per turn and, as Qwen3's own templates do, drops the
+# <think> block of every assistant turn before the last user message. Trained on as is, the SLM would never see its
+# earlier reasoning; the SFT recipe's chat_template_path must win.
+QWEN3_STYLE = (
+    "{%- set ns = namespace(last_user=0) -%}{%- for m in messages -%}{%- if m['role'] == 'user' -%}"
+    "{%- set ns.last_user = loop.index0 -%}{%- endif -%}{%- endfor -%}"
+    "{%- for m in messages -%}{%- set c = m['content'] -%}"
+    "{%- if m['role'] == 'assistant' and loop.index0 < ns.last_user and '</think>' in c -%}"
+    "{%- set c = c.split('</think>')[-1].lstrip() -%}{%- endif -%}"
+    "{{- '<|im_start|>' + m['role'] + '\\n' + c + '<|im_end|>\\n' -}}{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}"
+    "{%- if enable_thinking is defined and not enable_thinking -%}{{- '<think>\\n\\n</think>\\n\\n' -}}{%- endif -%}"
+    "{%- endif -%}")
+DIALOGUE = [{"role": "system", "content": "s"}, {"role": "user", "content": "q"},
+            {"role": "assistant", "content": "<think>first plan</think>\n<message>m</message>"},
+            {"role": "user", "content": "<information>i</information>"},
+            {"role": "assistant", "content": "<think>second</think>\n<answer>a</answer>"}]
+
+
+@pytest.fixture
+def qwen3_style_start(tiny_model_dir, tmp_path) -> str:
+    """The tiny model with the Qwen3-style template as its tokenizer's own."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "tiny-qwen3-style"
+    shutil.copytree(tiny_model_dir, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.chat_template = QWEN3_STYLE
+    tok.save_pretrained(out)
+    assert "first plan" not in tok.apply_chat_template(DIALOGUE, tokenize=False)  # the template does drop it
+    return str(out)
+
+
+def _venv_is_current() -> None:
+    """`make` would rebuild a stale venv (rm -rf) under the running tests: insist on `make install` first."""
+    q = subprocess.run(["make", "-q", "-f", str(ROOT / "Makefile"), f"VENV={sys.prefix}", "install"], cwd=ROOT,
+                       capture_output=True, text=True)
+    if q.returncode != 0:
+        pytest.fail(f"the venv {sys.prefix} is not current with the lock: run `make install` (make test-rehearsal "
+                    "does) before this test")
 
 
 @pytest.fixture
 def workdir(tmp_path) -> Path:
     """A folder in which the recipes' relative paths resolve: repo code linked in, `data/` of its own."""
-    for name in ("sft", "rl", "evals", "pipelines"):
+    for name in ("sft", "rl", "evals", "pipelines", "requirements", "pyproject.toml"):  # the last two: `install`
         (tmp_path / name).symlink_to(ROOT / name)
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "queries").symlink_to(ROOT / "data" / "queries")
     return tmp_path
 
 
-def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
+def test_gpu_recipes_chain_on_cpu(workdir, qwen3_style_start):
+    _venv_is_current()
     walls: dict[str, float] = {}
     t0 = time.perf_counter()
     with ScriptedServer(reply) as llm:
         endpoint = [f"endpoint.base_url={llm.base_url}", "endpoint.model=scripted"]
         # data: the GPU data recipe (LLM judge in chunks against the local server), offline seeds, knowledge teacher
-        stage("data", "pipelines.generate", ["--config", str(DATA), *sets(
+        out = make("data", "data", {"DATA_RECIPE": str(DATA), "DATA_ARGS": sets(
             "seeds.kind=offline", "seeds.n_per_split={train: 24, validation: 6, test: 6}", "injection.kind=offline",
             "teacher.kind=knowledge", "teacher.samples=2", "judge.limit=16",
-            "judge.chunk_size=8", *endpoint)], workdir, walls)
+            "judge.chunk_size=8", *endpoint)}, workdir, walls)
         store = workdir / "data/store.duckdb"
-        assert store.exists()
+        assert store.exists() and "questions" in out  # `make data` ends with `seekhelp stats` on the recipe's store
 
-        # sft: the GPU SFT recipe under accelerate launch, 2 CPU processes; it exports from the store itself
+        # sft: the GPU SFT recipe through `make sft NUM_GPUS=2` (accelerate launch, 2 CPU processes); it exports
+        # from the store itself, and its ChatML template replaces the start's Qwen3-style one
         sft_out = workdir / "data/models/sft/qwen3-4b-gpu"
-        launch = ["--config_file", "sft/accelerate/cpu.yaml", "--num_processes", "2", "--main_process_port",
-                  str(_port()), "-m", "sft.train"]
-        stage("sft", "accelerate.commands.launch", [*launch, "--config", SFT, "--model_name_or_path", tiny_model_dir,
-                                                    "--per_device_train_batch_size", "2", "--eval_holdout", "4",
-                                                    "--per_device_eval_batch_size", "2", *CPU_TRAIN], workdir, walls)
+        make("sft", "sft", {"NUM_GPUS": "2", "ACCELERATE_CONFIG": "cpu", "SFT_RECIPE": SFT,
+                            "ACCELERATE_ARGS": ["--main_process_port", str(_port())],
+                            "SFT_ARGS": ["--model_name_or_path", qwen3_style_start, "--per_device_train_batch_size",
+                                         "2", "--eval_holdout", "4", "--per_device_eval_batch_size", "2",
+                                         *CPU_TRAIN]}, workdir, walls)
         assert (sft_out / "config.json").exists() and (sft_out / "recipe.yaml").exists()
+        from transformers import AutoTokenizer
+
+        rendered = AutoTokenizer.from_pretrained(sft_out).apply_chat_template(DIALOGUE, tokenize=False)
+        assert "<think>first plan</think>" in rendered and "<think>second</think>" in rendered, rendered
 
         # rl: 2 rounds; rollouts through `transformers serve` on each checkpoint, retrain via accelerate (2 procs)
         overrides = json.dumps(["--learning_rate", "1.0e-5", "--per_device_train_batch_size", "2", "--eval_strategy",
                                 "no", "--eval_holdout", "0", *CPU_TRAIN])  # as the recipe's own: no eval per round
-        log = stage("rl", "rl.loop", ["--config", str(RL), *sets(
+        log = make("rl", "rl", {"RL_RECIPE": str(RL), "RL_ARGS": sets(
             "rounds=2", "k=1", "train_questions=8", "validation_questions=4", "easy_k=1", "n_max=2",
             "slm_max_new_tokens=24", "llm_max_new_tokens=16", "batch_size=8", "min_reward=-100",
             f"llm.base_url={llm.base_url}", "llm.model=scripted", "policy.kind=server", "policy.engine=transformers",
             "policy.extra_args=[]", "policy.extra_body=null",  # vLLM sampling fields: transformers serve refuses them
             "policy.max_concurrency=8", "retrain.accelerate_config=sft/accelerate/cpu.yaml",
-            "retrain.num_processes=2", "retrain.sft_processes=1", f"sft_overrides={overrides}")], workdir, walls)
+            "retrain.num_processes=2", "retrain.sft_processes=1", f"sft_overrides={overrides}")}, workdir, walls)
         assert log.count("served at http://127.0.0.1:") >= 3, "rollouts/validation did not go through the server"
         assert log.count("accelerate.commands.launch") == 4, "the RL and control retrains did not use accelerate"
         rl_dir = workdir / "data/models/rl/qwen3-4b"
@@ -103,7 +168,7 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
         # eval: the GPU eval recipe's trained SLMs (its own paths) against the local server
         ep = [{"name": n, "base_url": llm.base_url, "model": "scripted", "label": n, "ground": False}
               for n in ("main", "unseen")]
-        elog = stage("eval", "seekhelp.eval", ["--config", str(EVAL), *sets(
+        elog = make("eval", "eval", {"EVAL_RECIPE": str(EVAL), "EVAL_ARGS": sets(
             "datasets=[{name: geo-test, source: geo, split: test, limit: 4}]", f"endpoints={json.dumps(ep)}",
             "runs=[{name: sft, strategy: dynamic, slm: data/models/sft/qwen3-4b-gpu}, "
             "{name: control, strategy: dynamic, slm: data/models/rl/qwen3-4b/control/final}, "
@@ -114,7 +179,7 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
             "slm_serving.engine=transformers", "slm_serving.extra_args=[]", "slm_serving.extra_body=null",
             "slm_serving.max_concurrency=8", "slm_serving.gpu_free_mib=null",
             "judge.llm_judge=false", "bertscore.model=hashed", "slm_batch_size=8", "runtime.slm_max_new_tokens=24",
-            "runtime.llm_max_new_tokens=16", "progress=false")], workdir, walls)
+            "runtime.llm_max_new_tokens=16", "progress=false")}, workdir, walls)
         reports = list((workdir / "data/reports").rglob("report.md"))
         assert reports, "eval wrote no report"
         text = reports[0].read_text()
@@ -125,6 +190,16 @@ def test_gpu_recipes_chain_on_cpu(workdir, tiny_model_dir):
         assert (rl_dir / "final.json").exists() and (rl_dir / "control" / "final.json").exists()
         for r in (1, 2):  # the control arm: same questions, teacher dialogues, the same launcher
             assert (rl_dir / "control" / f"round-{r}" / "config.json").exists(), f"control round {r} missing"
+
+    # push: `make push` with every recipe of the chain, staged (--dry-run): the dataset, the SFT model, one revision
+    # per RL round and the round kept on validation on main
+    final = json.loads((rl_dir / "final.json").read_text())["checkpoint"]  # round 0 = the SFT model if it won
+    plog = make("push", "push", {"DATA_RECIPE": str(DATA), "SFT_RECIPE": SFT, "RL_RECIPE": str(RL),
+                                 "HUB_DATASET": "org/ds", "HUB_MODEL": "org/sft", "HUB_RL_MODEL": "org/rl",
+                                 "PUSH_ARGS": "--dry-run"}, workdir, walls)
+    staged = [line for line in plog.splitlines() if line.startswith("staged ")]
+    assert any(line == f"staged model {final} -> org/rl@main" for line in staged), plog[-3000:]
+    assert any("-> org/ds" in line for line in staged) and any("-> org/sft" in line for line in staged), staged
     walls["total"] = round(time.perf_counter() - t0, 1)
     print("rehearsal wall times (s):", json.dumps(walls))
 

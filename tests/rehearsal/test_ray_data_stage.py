@@ -1,4 +1,5 @@
-"""`pipelines.generate` on a real Ray cluster: a local head started for the test, CPU only, every address on loopback.
+"""Rehearsal of the scale-out path: `pipelines.generate` on a real Ray cluster, a local head started for the test,
+CPU only, every address on loopback.
 
 The same small recipe runs through distilabel's Ray runner (LLM injection and judge against a scripted local
 server, the knowledge teacher, two replicas of each LLM step); the store must hold one question per seed, teacher
@@ -17,8 +18,9 @@ import pytest
 from seekhelp.backends.scripted_server import ScriptedServer
 from tests.reliability.conftest import ROOT, child_env, free_port, generate_args, run_module
 
-pytest.importorskip("ray", reason="ray is an optional extra (pip install 'seekhelp[ray]')")
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# ray is in the lock (the dev extra), so `make test-rehearsal` (and CI through it) always runs this: a missing ray
+# fails here instead of skipping the one test of the scale-out path.
+pytestmark = [pytest.mark.rehearsal, pytest.mark.slow]
 
 REPLY = json.dumps({
     "privacy_items": ["The user's cousin Mira lives in the city in question."],
