@@ -117,7 +117,7 @@ def test_doctor_passes_the_demo_recipes_and_names_a_wrong_endpoint():
             "--eval", "evals/demo.yaml"]
     ok = CliRunner().invoke(app, demo)
     assert ok.exit_code == 0, ok.output
-    assert "all 7 checks passed" in ok.output and "client built, one call completed" in ok.output
+    assert "all 6 checks passed" in ok.output and "client built, one call completed" in ok.output
     bad = CliRunner().invoke(app, [*demo, "--rl-set", "llm.kind=openai", "--rl-set", f"llm.base_url={DEAD_URL}"])
     assert bad.exit_code == 2
     assert ("FAIL rl/recipes/smollm2-135m/demo.yaml: llm: LLM endpoint 'smollm2-135m' at http://127.0.0.1:9/v1: "

@@ -185,7 +185,7 @@ def test_set_overrides_step_into_lists_and_refuse_a_bad_index(tmp_path):
     from seekhelp.config import RecipeError
     from seekhelp.evaluation import recipe as recipes
 
-    r = recipes.load("evals/demo.yaml", ["endpoints.1.top_k=5", "runtime.n_max=2"])
+    r = recipes.load("evals/long.yaml", ["endpoints.1.top_k=5", "runtime.n_max=2"])
     assert r.endpoints[1].top_k == 5 and r.runtime.n_max == 2
     with pytest.raises(RecipeError, match="'9' is not an index of a 2-item list"):
-        recipes.load("evals/demo.yaml", ["endpoints.9.top_k=5"])
+        recipes.load("evals/long.yaml", ["endpoints.9.top_k=5"])
