@@ -25,24 +25,35 @@ from seekhelp.protocol import ANSWER, INFORMATION, MESSAGE, NEED, render_llm_tur
 from seekhelp.records import Question, Trajectory, Turn, content_hash
 
 TEACHER = "teacher-kb"
-VERSION = "offline-teacher/6"
+VERSION = "offline-teacher/7"
 
 PREFIX = ["", "", "Quick question: ", "A factual question: "]
-# Terse on purpose (every think token is generated in every rollout), and every first turn opens with the same
-# words, "The question states" / "The question does not state": the decision to ask is the one token after them.
-# Measured on the demo: with length-grouped SFT batches that token followed the data's prior (asked on every test
-# question); with shuffled steps (the recipes) SFT alone sets it right on 70/70 test questions.
+# Terse on purpose (every think token is generated in every rollout). Every first think opens with what the question
+# asks for, then what it states, and only then decides: the decision is read off two phrases already written
+# ("asks for the currency of Myanmar. It states that Myanmar is in Asia, which ..."): self-contained and other-fact
+# thinks share every word up to "gives it" / "does not give it", so no earlier token can carry the decision.
+# Measured on the 120 validation questions, demo SFT recipe (offline-teacher/6 put the decision first, "The question
+# states that" / "states only that"): questions that state another fact asked 59.1 % (was 22.7 %, n=22), every
+# question that needs a fact 89.6 % (82.3 %), self-contained answered alone 62.5 % (70.8 %, n=24), EM 45.8 % (50.0 %;
+# paired difference -4.2 [-15.0, +6.7]), INScore 0.68 (0.67). A variant whose other-fact think read "It states only
+# that" (the decision again one token after "states") asked on 9.1 % of them.
 THINK_ASK = [
-    "The question does not state {need}. That is public, so I ask for it alone.",
-    "The question does not state {need}; I ask for it without naming anyone.",
+    "The question asks for {need}. It does not state it. That is public, so I ask for it alone.",
+    "The question asks for {need}. It does not state it; I ask for it without naming anyone.",
 ]
-THINK_OTHER = [  # the question states another fact about the place: say which, and what it leaves out
-    "The question states that {stated}, but not {need}. That is public, so I ask for it alone.",
-    "The question states only that {stated}; it does not state {need}. I ask for it without naming anyone.",
+THINK_OTHER = [  # the question states another fact about the place: say which, and that it does not settle it
+    "The question asks for {need}. It states that {stated}, which does not give it. That is public, so I ask for "
+    "it alone.",
+    "The question asks for {need}. It states that {stated}, which does not give it; I ask for it without naming "
+    "anyone.",
 ]
 THINK_FIRST_OF_TWO = [  # a two-hop plan is written out whole, so the second turn can read what is still missing
-    "The question does not state {need}, and then {next}. I ask for the first part alone.",
-    "The question does not state {need}, and then {next}; I ask for the first without naming anyone.",
+    "The question asks for {need}, and then {next}. It states neither. I ask for the first part alone.",
+    "The question asks for {need}, and then {next}. It states neither; I ask for the first without naming anyone.",
+]
+THINK_BOTH = [  # both hops in one request
+    "The question asks for {need}. It states neither. That is public, so I ask for both at once.",
+    "The question asks for {need}. It states neither; I ask for both without naming anyone.",
 ]
 THINK_NEXT = [
     "The reply says {gist}. I still need {need}.",
@@ -53,12 +64,12 @@ THINK_FINAL = [
     "The reply says {gist}, so the answer is {answer}.",
 ]
 THINK_ALONE = [
-    "The question states that {gist}. Nothing is missing: {answer}.",
-    "The question states that {gist}; no request is needed: {answer}.",
+    "The question asks for {need}. It states that {gist}, which gives it. Nothing is missing: {answer}.",
+    "The question asks for {need}. It states that {gist}, which gives it; no request is needed: {answer}.",
 ]
 THINK_VAGUE = [
-    "The question does not state {need}. I ask without personal details.",
-    "The question does not state {need}; a short public question will do.",
+    "The question asks for {need}. It does not state it. I ask without personal details.",
+    "The question asks for {need}. It does not state it; a short public question will do.",
 ]
 THINK_SUPPLY = [
     "The reply asks which {noun}. {S} is public; I name it.",
@@ -159,7 +170,7 @@ def _write(q: Question, rng: random.Random, combined: bool) -> list[Turn]:
         combined = w.message(first).rstrip("?") + ", and " + w.pick(second.follow_up)
         combined = _clean(combined, w.private, q.original_question)
         both = f"{need}, and then {second.need_next}"
-        w.ask(w.pick(THINK_ASK, need=both), combined, [first["fact"], hops[1]["fact"]])
+        w.ask(w.pick(THINK_BOTH, need=both), combined, [first["fact"], hops[1]["fact"]])
     else:  # one message per hop
         second = hops[1]
         plan = w.pick(THINK_FIRST_OF_TWO, need=need, next=RELATIONS[second["relation"]].need_next)

@@ -52,7 +52,7 @@ def test_generate_runs_on_a_local_ray_head(tmp_path, ray_head):
     with ScriptedServer(lambda messages: REPLY) as srv:
         res = run_module("pipelines.generate", *generate_args(
             tmp_path / "store.duckdb", tmp_path / "shards", "seeds.n_per_split={train: 6, validation: 2, test: 2}",
-            "injection.kind=llm", "injection.chunk_size=5", f"endpoint.base_url={srv.base_url}",
+            "injection.kind=llm", "injection.chunk_size=10", f"endpoint.base_url={srv.base_url}",
             "endpoint.model=scripted", "judge.limit=null", f"ray.address={address}", "ray.replicas=2"),
             env=child_env(RAY_USAGE_STATS_ENABLED="0"), timeout=900)
         assert res.returncode == 0, res.stderr[-4000:]

@@ -143,9 +143,28 @@ def test_question_without_decomposition():
     assert teach([q]) == []
 
 
+def test_every_first_think_names_what_is_asked_before_it_decides(pairs):
+    """Every first think opens with what the question asks for (the first hop's need), then what the question states,
+    and decides only after both are written: "asks for X. It states that Y, which gives it" / "which does not give
+    it" / "It does not state it". No first think opens on its decision."""
+    from pipelines.relations import RELATIONS, subject_text
+
+    for q, t in pairs:
+        hop = q.meta["hops"][0]
+        need = RELATIONS[hop["relation"]].need.format(s=subject_text(hop["relation"], hop["subject"]))
+        if q.meta["kind"] == "underspecified":
+            need = RELATIONS[hop["relation"]].need.format(s="that place")
+        think = t.turns[0].think
+        assert think.startswith(f"The question asks for {need}"), (q.meta["kind"], think)
+        decision = {"self_contained": "which gives it", "other_fact": "which does not give it",
+                    "two_hop": "It states neither"}.get(q.meta["kind"], "It does not state it")
+        assert decision in think, (q.meta["kind"], think)
+        assert think.index(decision) > len(f"The question asks for {need}")
+
+
 def test_other_fact_thinks_name_what_is_stated_and_what_is_missing(pairs):
     """Self-contained and other-fact questions both state a fact; the first think says which one is stated and
-    which one is still missing, so the decision to ask is read from the question, not from its shape."""
+    that it does not settle what is asked, so the decision to ask is read from the question, not from its shape."""
     from pipelines.relations import RELATIONS
 
     other = [(q, t) for q, t in pairs if q.meta["kind"] == "other_fact"]
@@ -153,6 +172,7 @@ def test_other_fact_thinks_name_what_is_stated_and_what_is_missing(pairs):
     for q, t in other:
         side = q.meta["side"]
         think = t.turns[0].think
-        assert think.startswith("The question states") and "not" in think and t.turns[0].action == "message"
+        assert think.startswith("The question asks for") and "does not give it" in think
+        assert t.turns[0].action == "message"
         assert side["object"].split(" (")[0].lower() in think.lower()
         assert RELATIONS[side["relation"]].name != q.meta["relations"][0]
