@@ -63,6 +63,11 @@ def test_the_gpu_recipes_say_what_they_mean():
     r = load_recipe(RLRecipe, "rl/recipes/qwen3-4b/gpu.yaml")
     assert r.policy.extra_body == {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0}
     assert r.policy.gpu_free_mib == 2048 and r.llm.extra_body == {"top_k": -1, "min_p": 0.0}
+    from seekhelp.evaluation.recipe import load as load_eval
+
+    ev = load_eval("evals/gpu.yaml")  # its served SLMs include Qwen3-8B, which thinks unless told not to
+    assert "qwen3-8b" in {run.slm for run in ev.runs}
+    assert ev.slm_serving.extra_body["chat_template_kwargs"] == {"enable_thinking": False}
 
 
 def test_vllm_runs_from_its_own_environment_when_vllm_bin_says_so(monkeypatch):
