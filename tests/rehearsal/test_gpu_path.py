@@ -6,11 +6,12 @@ What is swapped, by `--set` only (the recipes' own paths are kept, so the chain 
 Llama, every LLM endpoint for a scripted local OpenAI-compatible server, the 8-GPU ZeRO-3 launches for
 `accelerate launch` with 2 CPU processes (gloo, sft/accelerate/cpu.yaml), and the vLLM policy server for
 `transformers serve` on each round's checkpoint (rollouts are HTTP calls to it). Seeds are the offline set instead
-of the Hub's (the hub layout itself is covered where seeds are). Every stage runs in a temporary folder that holds
+of the Hub's, so the knowledge teacher can write dialogues that SFT learns from. Every stage runs in a temporary folder that holds
 `data/`, with the repository's recipes, queries and templates linked in, so each artifact must appear exactly where
 the next recipe reads it. The SFT start carries a Qwen3-style chat template (thinking, earlier turns' <think> blocks
 dropped); the recipe's ChatML template must replace it, in training and in the saved tokenizer the policy server and
-the eval read.
+the eval read. A second test runs `make data` with the GPU data recipe's own seeds, LLM injection, runtime teacher and
+LLM judge, reading every set it names from local files in FlashRAG's layout (`seeds.hub_path`).
 
     make test-rehearsal        (pytest -m rehearsal; minutes, not part of `make test`)
 """
@@ -202,6 +203,73 @@ def test_gpu_recipes_chain_on_cpu(workdir, qwen3_style_start):
     assert any("-> org/ds" in line for line in staged) and any("-> org/sft" in line for line in staged), staged
     walls["total"] = round(time.perf_counter() - t0, 1)
     print("rehearsal wall times (s):", json.dumps(walls))
+
+
+def data_reply(messages: list[dict]) -> str:
+    """The data recipe's endpoints on one scripted server: the injection steps and the judge get one JSON with every
+    key they read; the teacher's SLM role asks once, then answers; the teacher's LLM role gets `default_reply`."""
+    system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
+    if system.startswith(("You help build training data", "You review rewritten", "You audit what")):
+        return INJECT_AND_JUDGE
+    if system.startswith("Answer the user's question."):  # slm_dynamic: the teacher's SLM role
+        if any("<information>" in m["content"] for m in messages[1:]):
+            return "<think>The reply has it.</think>\n<answer>Paris</answer>"
+        return "<think>I ask for the public fact alone.</think>\n<message>What is the capital of France?</message>"
+    return default_reply(messages)
+
+
+INJECT_AND_JUDGE = json.dumps({
+    "privacy_items": ["The user's cousin Mira lives in the city in question."],
+    "restated": "The user's cousin Mira lives in that city.", "question": "Which city does Mira live in?",
+    "reason": "Same answer, not written in the question.", "same_answer": True, "answer_in_question": False,
+    "leaked_items": [], "leak": False})
+
+
+def flashrag_folder(root: Path) -> Path:
+    """A local folder in FlashRAG's layout (<set>/<split>.jsonl) with every set and split the GPU recipe reads."""
+    wanted = {"nq": ("train", "dev", "test"), "hotpotqa": ("train", "dev"), "triviaqa": ("test",),
+              "popqa": ("test",), "2wikimultihopqa": ("dev",), "musique": ("dev",)}
+    for name, splits in wanted.items():
+        (root / name).mkdir(parents=True)
+        for split in splits:
+            # distinct answers: the scripted injection writes one question text for every seed, and a question's id
+            # is a hash of its text and answers
+            rows = [{"id": f"{name}-{split}-{i}", "question": f"Which city is the capital of France, case {name} "
+                     f"{split} {i}?", "golden_answers": [f"Paris {name} {split} {i}"]} for i in range(3)]
+            (root / name / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_gpu_data_recipe_reads_flashrag_files_through_make(workdir, tmp_path):
+    """`make data` with the GPU data recipe as written (hub seeds, LLM injection, the runtime teacher with both roles
+    served, the LLM judge), only `seeds.hub_path` pointing at local files and the endpoints at one local server."""
+    _venv_is_current()
+    walls: dict[str, float] = {}
+    folder = flashrag_folder(tmp_path / "flashrag")
+    with ScriptedServer(data_reply) as srv:
+        url = srv.base_url
+        out = make("data", "data", {"DATA_RECIPE": str(DATA), "DATA_ARGS": sets(
+            f"seeds.hub_path={folder}", "teacher.samples=1", f"endpoint.base_url={url}", "endpoint.model=scripted",
+            f"teacher.slm.base_url={url}", "teacher.slm.model=scripted", "teacher.slm.extra_body=null",
+            f"teacher.llm.base_url={url}", "teacher.llm.model=scripted", "teacher.llm.extra_body=null")},
+            workdir, walls, timeout=600)
+        assert srv.requests, "no endpoint was called"
+    import duckdb
+
+    con = duckdb.connect(str(workdir / "data/store.duckdb"), read_only=True)
+    by = dict(con.sql("SELECT source || '/' || split, count(*) FROM questions GROUP BY ALL").fetchall())
+    # every source and split the recipe names, read from the local files (3 rows each; hotpotqa's validation is
+    # carved from its train file, so those 3 rows go to one side or the other)
+    for key in ("nq/train", "nq/validation", "nq/test", "hotpotqa/test", "triviaqa/test", "popqa/test",
+                "2wikimultihopqa/test", "musique/test"):
+        assert by.get(key) == 3, (key, by)
+    assert by.get("hotpotqa/train", 0) + by.get("hotpotqa/validation", 0) == 3, by
+    teacher = con.sql("SELECT count(*) FROM trajectories t JOIN questions q ON q.id = t.question_id "
+                      "WHERE q.split = 'train'").fetchall()[0][0]
+    judged = con.sql("SELECT count(*) FROM judgments").fetchall()[0][0]
+    con.close()
+    assert teacher > 0 and judged > 0 and "questions" in out, (teacher, judged)
+    print("flashrag data rehearsal (s):", json.dumps(walls))
 
 
 def _port() -> int:
