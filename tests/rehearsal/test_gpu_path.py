@@ -6,12 +6,13 @@ What is swapped, by `--set` only (the recipes' own paths are kept, so the chain 
 Llama, every LLM endpoint for a scripted local OpenAI-compatible server, the 8-GPU ZeRO-3 launches for
 `accelerate launch` with 2 CPU processes (gloo, sft/accelerate/cpu.yaml), and the vLLM policy server for
 `transformers serve` on each round's checkpoint (rollouts are HTTP calls to it). Seeds are the offline set instead
-of the Hub's, so the knowledge teacher can write dialogues that SFT learns from. Every stage runs in a temporary folder that holds
-`data/`, with the repository's recipes, queries and templates linked in, so each artifact must appear exactly where
-the next recipe reads it. The SFT start carries a Qwen3-style chat template (thinking, earlier turns' <think> blocks
-dropped); the recipe's ChatML template must replace it, in training and in the saved tokenizer the policy server and
-the eval read. A second test runs `make data` with the GPU data recipe's own seeds, LLM injection, runtime teacher and
-LLM judge, reading every set it names from local files in FlashRAG's layout (`seeds.hub_path`).
+of the Hub's, so the knowledge teacher can write dialogues that SFT learns from. Every stage runs in a temporary
+folder that holds `data/`, with the repository's recipes, queries and templates linked in, so each artifact must
+appear exactly where the next recipe reads it. The SFT start carries a Qwen3-style chat template (thinking,
+earlier turns' <think> blocks dropped); the recipe's ChatML template must replace it, in training and in the saved
+tokenizer the policy server and the eval read. A second test runs `make data` with the GPU data recipe's own seeds,
+LLM injection, runtime teacher and LLM judge, reading every set it names from local files in FlashRAG's layout
+(`seeds.hub_path`), after a run with a model id the server does not serve has stopped in one line.
 
     make test-rehearsal        (pytest -m rehearsal; minutes, not part of `make test`)
 """
@@ -51,9 +52,9 @@ def sets(*pairs: str) -> list[str]:
 
 
 def make(name: str, target: str, variables: dict[str, str | list[str]], cwd: Path, walls: dict,
-         timeout: float = 900) -> str:
+         timeout: float = 900, fails: bool = False) -> str:
     """`make <target> VAR=...` in `cwd` with the project's venv; a list value becomes a shell-quoted argument list
-    (what a user writes inside RL_ARGS="..."). Returns stdout + stderr."""
+    (what a user writes inside RL_ARGS="..."). Returns stdout + stderr; `fails`: the target must fail instead."""
     # -o: the venv checked current at the start is never rebuilt under the running test (an edit to pyproject.toml
     # meanwhile would otherwise make `install` wipe it)
     argv = ["make", "-f", str(ROOT / "Makefile"), "--no-print-directory", f"VENV={sys.prefix}",
@@ -63,7 +64,7 @@ def make(name: str, target: str, variables: dict[str, str | list[str]], cwd: Pat
     res = subprocess.run(argv, cwd=cwd, env=child_env(SEEKHELP_SERVE_DEVICE="cpu", OMP_NUM_THREADS="1"),
                          capture_output=True, text=True, timeout=timeout, errors="replace")
     walls[name] = round(time.perf_counter() - t0, 1)
-    assert res.returncode == 0, f"{name} failed:\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
+    assert (res.returncode != 0) == fails, f"{name}: rc {res.returncode}\n{res.stdout[-2000:]}\n{res.stderr[-4000:]}"
     return res.stdout + res.stderr
 
 
@@ -246,13 +247,17 @@ def test_gpu_data_recipe_reads_flashrag_files_through_make(workdir, tmp_path):
     _venv_is_current()
     walls: dict[str, float] = {}
     folder = flashrag_folder(tmp_path / "flashrag")
-    with ScriptedServer(data_reply) as srv:
+    with ScriptedServer(data_reply, models=["scripted"]) as srv:
         url = srv.base_url
-        out = make("data", "data", {"DATA_RECIPE": str(DATA), "DATA_ARGS": sets(
-            f"seeds.hub_path={folder}", "teacher.samples=1", f"endpoint.base_url={url}", "endpoint.model=scripted",
-            f"teacher.slm.base_url={url}", "teacher.slm.model=scripted", "teacher.slm.extra_body=null",
-            f"teacher.llm.base_url={url}", "teacher.llm.model=scripted", "teacher.llm.extra_body=null")},
-            workdir, walls, timeout=600)
+        args = [f"seeds.hub_path={folder}", "teacher.samples=1", f"endpoint.base_url={url}", "endpoint.model=scripted",
+                f"teacher.slm.base_url={url}", "teacher.slm.model=scripted", "teacher.slm.extra_body=null",
+                f"teacher.llm.base_url={url}", "teacher.llm.model=scripted", "teacher.llm.extra_body=null"]
+        # a model id the server does not serve stops the stage at start-up, in one line, before any work
+        wrong = make("wrong id", "data", {"DATA_RECIPE": str(DATA), "DATA_ARGS": sets(
+            *args, "teacher.llm.model=Qwen/Qwen3-235B")}, workdir, walls, timeout=120, fails=True)
+        assert "'Qwen/Qwen3-235B' is not served there (served: scripted)" in wrong, wrong[-3000:]
+        assert not srv.requests and not (workdir / "data/store.duckdb").exists() and walls["wrong id"] < 60
+        out = make("data", "data", {"DATA_RECIPE": str(DATA), "DATA_ARGS": sets(*args)}, workdir, walls, timeout=600)
         assert srv.requests, "no endpoint was called"
     import duckdb
 
