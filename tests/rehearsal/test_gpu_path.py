@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from seekhelp.backends.scripted_server import ScriptedServer, default_reply
+from tests.fakes import INJECT_AND_JUDGE_REPLY
 from tests.reliability.conftest import ROOT, child_env
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.slow]
@@ -211,7 +212,7 @@ def data_reply(messages: list[dict]) -> str:
     key they read; the teacher's SLM role asks once, then answers; the teacher's LLM role gets `default_reply`."""
     system = messages[0]["content"] if messages and messages[0]["role"] == "system" else ""
     if system.startswith(("You help build training data", "You review rewritten", "You audit what")):
-        return INJECT_AND_JUDGE
+        return INJECT_AND_JUDGE_REPLY
     if system.startswith("Answer the user's question."):  # slm_dynamic: the teacher's SLM role
         if any("<information>" in m["content"] for m in messages[1:]):
             return "<think>The reply has it.</think>\n<answer>Paris</answer>"
@@ -219,11 +220,6 @@ def data_reply(messages: list[dict]) -> str:
     return default_reply(messages)
 
 
-INJECT_AND_JUDGE = json.dumps({
-    "privacy_items": ["The user's cousin Mira lives in the city in question."],
-    "restated": "The user's cousin Mira lives in that city.", "question": "Which city does Mira live in?",
-    "reason": "Same answer, not written in the question.", "same_answer": True, "answer_in_question": False,
-    "leaked_items": [], "leak": False})
 
 
 def flashrag_folder(root: Path) -> Path:

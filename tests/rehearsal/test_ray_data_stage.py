@@ -16,17 +16,13 @@ from pathlib import Path
 import pytest
 
 from seekhelp.backends.scripted_server import ScriptedServer
+from tests.fakes import INJECT_AND_JUDGE_REPLY
 from tests.reliability.conftest import ROOT, child_env, free_port, generate_args, run_module
 
 # ray is in the lock (the dev extra), so `make test-rehearsal` (and CI through it) always runs this: a missing ray
 # fails here instead of skipping the one test of the scale-out path.
 pytestmark = [pytest.mark.rehearsal, pytest.mark.slow]
 
-REPLY = json.dumps({
-    "privacy_items": ["The user's cousin Mira lives in the city in question."],
-    "restated": "The user's cousin Mira lives in that city.", "question": "Which city does Mira live in?",
-    "reason": "Same answer, not written in the question.", "same_answer": True, "answer_in_question": False,
-    "leaked_items": [], "leak": False})
 
 
 @pytest.fixture
@@ -49,7 +45,7 @@ def ray_head():
 
 def test_generate_runs_on_a_local_ray_head(tmp_path, ray_head):
     address, logs = ray_head
-    with ScriptedServer(lambda messages: REPLY) as srv:
+    with ScriptedServer(lambda messages: INJECT_AND_JUDGE_REPLY) as srv:
         res = run_module("pipelines.generate", *generate_args(
             tmp_path / "store.duckdb", tmp_path / "shards", "seeds.n_per_split={train: 6, validation: 2, test: 2}",
             "injection.kind=llm", "injection.chunk_size=10", f"endpoint.base_url={srv.base_url}",
