@@ -111,11 +111,13 @@ class DataRecipe:
     ray: RayConfig = field(default_factory=RayConfig)
 
 
-def load_seeds(cfg: SeedsConfig):
+def load_seeds(cfg: SeedsConfig, pairs: bool = False):
+    """The recipe's seeds; `pairs`: offline train seeds in minimal pairs (only the offline injector composes a twin on
+    its pair's skeleton; an LLM writes its own question)."""
     from pipelines import seeds
 
     if cfg.kind == "offline":
-        return seeds.offline_seeds(cfg.n_per_split, seed=cfg.seed)
+        return seeds.offline_seeds(cfg.n_per_split, seed=cfg.seed, pairs=pairs)
     if cfg.kind == "hub":
         if not cfg.sources:
             raise RecipeError("seeds.sources: kind hub needs at least one source")
@@ -226,7 +228,8 @@ def run(recipe: DataRecipe) -> dict:
     for e in data_endpoints(recipe):  # one real call to each external endpoint before any work
         if e.base_url:
             log.info("%s", check_endpoint(e.field, e.base_url, e.model, e.api_key_env, extra_body=e.extra_body))
-    seeds = load_seeds(recipe.seeds)  # bad seed files are refused before the store is touched
+    # bad seed files are refused before the store is touched
+    seeds = load_seeds(recipe.seeds, pairs=recipe.injection.kind == "offline")
     log.info("%d seeds", len(seeds))
     with Store(recipe.store) as store:
         store.start_run("data", to_dict(recipe), models={"endpoint": recipe.endpoint.model}, run_id=run_id)

@@ -139,7 +139,9 @@ class Injector:
         if kind in ("self_contained", "other_fact"):  # a public fact the user states: the settling one, or another
             stated = hops[0] if kind == "self_contained" else meta["side"]
             srel = RELATIONS[stated["relation"]]
-            state = rng.choice(srel.state).format(s=subject_text(srel.name, stated["subject"]), o=stated["object"])
+            # one draw of fixed width whatever the list's length, so a minimal pair's skeletons stay the same
+            wording = srel.state[int(rng.random() * len(srel.state))]
+            state = wording.format(s=subject_text(srel.name, stated["subject"]), o=stated["object"])
             slots |= {"state": state, "State": cap(state)}
             position, statement = take("statement", "all", STATEMENTS)
         if held == "detail" or rng.random() < DETAIL_SHARE:
@@ -185,7 +187,7 @@ class Injector:
                 reason = f"answer {in_items!r} appears in the private facts"
             else:
                 keep = ("entities", "entity_names", "kind", "chain", "relations", "property", "answer_alone",
-                        "heldout", "heldout_reason", "side")
+                        "heldout", "heldout_reason", "side", "twin_of")
                 return Question(
                     question=question, answers=list(s.answers), privacy_items=items, original_question=s.question,
                     source=s.source or "geo", split=s.split,

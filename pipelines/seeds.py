@@ -33,7 +33,7 @@ from pipelines.families import families_for
 from pipelines.relations import RELATIONS, SECOND_HOPS, SINGLE_KINDS, country_aliases, country_hops, hop, kinds_of
 from seekhelp.errors import SeekhelpError
 from seekhelp.knowledge import Country, KnowledgeBase, fold, the
-from seekhelp.records import question_id
+from seekhelp.records import content_hash, question_id
 
 SPLITS = ("train", "validation", "test")
 SPLIT_SHARES = (70, 15, 15)  # percent of countries per split (validation and test: enough for every kind and family)
@@ -74,7 +74,9 @@ class Seed:
 
     @property
     def id(self) -> str:
-        return question_id(self.question, self.answers)
+        base = question_id(self.question, self.answers)
+        # a minimal-pair twin shares its seed's public question: its kind tells the two apart
+        return content_hash("twin", base, self.meta["kind"], length=len(base)) if self.meta.get("twin_of") else base
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -187,10 +189,11 @@ def balanced(items: list[Seed]) -> list[Seed]:
 
 
 def offline_seeds(n_per_split: dict[str, int] | None = None, seed: int = 0,
-                  kb: KnowledgeBase | None = None) -> list[Seed]:
+                  kb: KnowledgeBase | None = None, pairs: bool = True) -> list[Seed]:
     """Geography seeds from the offline KB: up to n per split (all of them for a split not limited), shuffled
     deterministically by `seed`, then balanced over kinds and held-out groups. Which country is in which split,
-    which kind a chain becomes and which questions are held out do not depend on `seed`."""
+    which kind a chain becomes and which questions are held out do not depend on `seed`. `pairs`: train in minimal
+    pairs (`minimal_pairs`), for the offline injector."""
     kb = kb or KnowledgeBase.from_geonames()
     city_names = Counter(fold(x.name) for x in kb.cities.values())
     city_names.update(fold(c.name) for c in kb.countries.values())
@@ -205,8 +208,40 @@ def offline_seeds(n_per_split: dict[str, int] | None = None, seed: int = 0,
         random.Random(f"offline-seeds:{seed}:{split}").shuffle(items)
         items = balanced(items)
         limit = None if n_per_split is None else n_per_split.get(split, 0)
-        out += items if limit is None else items[:limit]
+        items = items if limit is None else items[:limit]
+        out += minimal_pairs(items) if pairs and split == "train" else items
     return out
+
+
+def self_contained_twin(s: Seed) -> Seed:
+    """An other-fact seed asked as self-contained: the question states the fact asked for instead of another one.
+    Injection draws the skeleton from the public question, so the two questions differ only in the stated fact."""
+    meta = {k: v for k, v in s.meta.items() if k != "side"}
+    meta |= {"kind": "self_contained", "answer_alone": True, "twin_of": s.id}
+    return Seed(s.question, list(s.answers), s.source, s.split, meta)
+
+
+def minimal_pairs(items: list[Seed]) -> list[Seed]:
+    """Train seeds where other-fact questions come with a self-contained twin: the same skeleton, with the asked fact
+    stated instead of another one, so the one thing that tells the two kinds apart is which fact is stated. Each twin
+    takes the place of a self-contained seed about a country, so every kind keeps its count (the demo's 240: 34 pairs;
+    self-contained questions about a city stay); who pairs with whom does not depend on the order.
+
+    Why, on the 120 validation questions, demo recipes, SFT model, paired by seed: unpaired, the model wrote the
+    stated fact right and still called it settling ("asks for the population of Lebanon. It states that the currency
+    of Lebanon is the Pound, which gives it"). With the pairs, other-fact questions asked 72.7 % (was 59.1 %, n=22)
+    and answered right 40.9 % (18.2 %); all questions that need a fact asked 92.7 % (89.6 %), self-contained answered
+    alone 62.5 % (62.5 %, n=24); EM 55.0 % (45.8 %; paired +9.2 [-0.8, +19.2]). Thinks that name the stated
+    relation as they name the asked one ("It states the currency of Lebanon: the Pound, which does not give it") on
+    top of the pairs asked the same 72.7 %, EM -4.2 [-12.5, +4.2] against the pairs alone, so the teacher kept its
+    sentences."""
+    items = list(items)
+    others = sorted((s for s in items if s.meta["kind"] == "other_fact"), key=lambda s: s.id)
+    slots = sorted((i for i, s in enumerate(items) if s.meta["kind"] == "self_contained"
+                    and RELATIONS[s.meta["relations"][0]].subject == "country"), key=lambda i: items[i].id)
+    for i, s in zip(slots, others, strict=False):
+        items[i] = self_contained_twin(s)
+    return items
 
 
 # ---------------------------------------------------------------- hub and local files

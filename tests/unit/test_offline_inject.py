@@ -82,6 +82,21 @@ def test_other_fact_questions_state_a_fact_that_does_not_settle_them(result):
         assert answer_in(q.question, q.answers) is None and not q.meta["answer_alone"]
 
 
+def test_a_twin_differs_from_its_pair_only_in_the_stated_fact(result):
+    by_seed = {q.meta["seed_id"]: q for q in result.questions}
+    twins = [q for q in result.questions if "twin_of" in q.meta]
+    pairs = [(t, by_seed[t.meta["twin_of"]]) for t in twins if t.meta["twin_of"] in by_seed]
+    assert len(pairs) > 50
+    same = [t for t, o in pairs if t.meta["members"] == o.meta["members"] and t.privacy_items == o.privacy_items]
+    assert len(same) >= 0.9 * len(pairs)  # an other-fact draw that named the answer was composed again
+    for t, o in pairs:
+        assert t.meta["kind"] == "self_contained" and o.meta["kind"] == "other_fact" and t.question != o.question
+        assert answer_in(t.question, t.answers) and not answer_in(o.question, o.answers)
+    for t, o in ((t, o) for t, o in pairs if t in same):  # the words around the stated fact are the same
+        a, b = t.question.split(), o.question.split()
+        assert a[:3] == b[:3] or a[-3:] == b[-3:], (t.question, o.question)
+
+
 def test_heldout_members_never_in_train(result):
     """No held-out member of any family, and no held-out relation, reaches a training question; a question held out
     on a family uses at least one of that family's held-out members and no held-out member of another."""

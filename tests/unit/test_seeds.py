@@ -65,6 +65,24 @@ def test_demo_cut_covers_every_kind_and_heldout_group():
     assert len(set(val_families) - {None, "relation"}) >= 5  # most families are present in validation
 
 
+def test_train_pairs_other_fact_questions_with_self_contained_twins():
+    demo = offline_seeds({"train": 240, "validation": 120, "test": 72}, seed=0)
+    assert len({s.id for s in demo}) == len(demo)  # a twin shares its pair's public question, never its id
+    assert all("twin_of" not in s.meta for s in demo if s.split != "train")
+    train = {s.id: s for s in demo if s.split == "train"}
+    twins = [s for s in train.values() if "twin_of" in s.meta]
+    assert len(twins) >= 30
+    for t in twins:
+        pair = train[t.meta["twin_of"]]
+        assert pair.meta["kind"] == "other_fact" and t.meta["kind"] == "self_contained" and t.meta["answer_alone"]
+        assert (t.question, t.answers, t.meta["relations"]) == (pair.question, pair.answers, pair.meta["relations"])
+        assert "side" not in t.meta and "side" in pair.meta
+    # the LLM injector writes its own question, so `make data` asks for pairs only with offline injection
+    plain = offline_seeds({"train": 240, "validation": 120, "test": 72}, seed=0, pairs=False)
+    assert not any("twin_of" in s.meta for s in plain)
+    assert Counter(s.meta["kind"] for s in plain) == Counter(s.meta["kind"] for s in demo)
+
+
 def test_offline_seeds_are_deterministic(seeds):
     again = offline_seeds(seed=0)
     assert [s.to_dict() for s in again] == [s.to_dict() for s in seeds]
@@ -76,7 +94,9 @@ def test_offline_seeds_are_deterministic(seeds):
 def test_n_per_split_limits(seeds):
     few = offline_seeds({"train": 20, "validation": 5, "test": 7}, seed=0)
     assert Counter(s.split for s in few) == {"train": 20, "validation": 5, "test": 7}
-    assert offline_seeds({"train": 3}, seed=0) == [s for s in few if s.split == "train"][:3]
+    # a cut is a prefix of a longer one (train: before its minimal pairs are made, which depend on the cut)
+    assert offline_seeds({"test": 3}, seed=0) == [s for s in few if s.split == "test"][:3]
+    assert [s.id for s in offline_seeds({"train": 20}, seed=0)] == [s.id for s in few if s.split == "train"]
 
 
 def test_no_test_entity_in_train(seeds):
