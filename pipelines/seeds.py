@@ -227,14 +227,17 @@ def minimal_pairs(items: list[Seed]) -> list[Seed]:
     takes the place of a self-contained seed about a country, so every kind keeps its count (the demo's 240: 34 pairs;
     self-contained questions about a city stay); who pairs with whom does not depend on the order.
 
-    Why, on the 120 validation questions, demo recipes, SFT model, paired by seed: unpaired, the model wrote the
-    stated fact right and still called it settling ("asks for the population of Lebanon. It states that the currency
-    of Lebanon is the Pound, which gives it"). With the pairs, other-fact questions asked 72.7 % (was 59.1 %, n=22)
-    and answered right 40.9 % (18.2 %); all questions that need a fact asked 92.7 % (89.6 %), self-contained answered
-    alone 62.5 % (62.5 %, n=24); EM 55.0 % (45.8 %; paired +9.2 [-0.8, +19.2]). Thinks that name the stated
-    relation as they name the asked one ("It states the currency of Lebanon: the Pound, which does not give it") on
-    top of the pairs asked the same 72.7 %, EM -4.2 [-12.5, +4.2] against the pairs alone, so the teacher kept its
-    sentences."""
+    Why: unpaired, the SFT model wrote the stated fact right and still called it settling ("asks for the population
+    of Lebanon. It states that the currency of Lebanon is the Pound, which gives it"). Measured on the 120
+    validation questions, demo recipes, two SFT seeds per arm (42, 43), paired by seed question:
+      EM              unpaired 45.8 / 48.3   pairs 50.0 / 53.3   pooled difference +4.6 [-0.8, +10.4]
+      other-fact asked (n=22)         59.1 / 81.8         68.2 / 68.2
+      needs a fact asked (n=96)       89.6 / 94.8         90.6 / 90.6
+      self-contained alone (n=24)     62.5 / 25.0         41.7 / 66.7
+    The decision rates move more between two seeds on the same data than between the arms, so the pairs are kept for
+    EM and for what they teach, not for a decision gain shown. (A first pairing order gave EM 55.0, other-fact asked
+    72.7 %. Thinks that name the stated relation as they name the asked one, on top of the pairs, gave EM -4.2
+    [-12.5, +4.2] against it and the same 72.7 %, so the teacher kept its sentences.)"""
     items = list(items)
     others = sorted((s for s in items if s.meta["kind"] == "other_fact"), key=lambda s: s.id)
     slots = sorted((i for i, s in enumerate(items) if s.meta["kind"] == "self_contained"
