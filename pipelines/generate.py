@@ -27,7 +27,7 @@ log = logging.getLogger("pipelines.generate")
 
 @dataclass
 class HubSource:
-    """One public set and where each of our splits comes from (see pipelines.seeds.hub_split_seeds)."""
+    """One public set and where each of our splits comes from (see pipelines.seed_files.hub_split_seeds)."""
 
     name: str = ""  # a FlashRAG config name: nq, triviaqa, popqa, hotpotqa, 2wikimultihopqa, musique
     splits: dict = field(default_factory=dict)  # our split -> Hub split, e.g. {train: train, test: train}
@@ -114,7 +114,7 @@ class DataRecipe:
 def load_seeds(cfg: SeedsConfig, pairs: bool = False):
     """The recipe's seeds; `pairs`: offline train seeds in minimal pairs (only the offline injector composes a twin on
     its pair's skeleton; an LLM writes its own question)."""
-    from pipelines import seeds
+    from pipelines import seed_files, seeds
 
     if cfg.kind == "offline":
         return seeds.offline_seeds(cfg.n_per_split, seed=cfg.seed, pairs=pairs)
@@ -122,25 +122,25 @@ def load_seeds(cfg: SeedsConfig, pairs: bool = False):
         if not cfg.sources:
             raise RecipeError("seeds.sources: kind hub needs at least one source")
         return [s for src in cfg.sources
-                for s in seeds.hub_split_seeds(src.name, src.splits, src.carve,
-                                               {sp: src.limit.get(sp, cfg.limit) for sp in src.splits},
-                                               path=cfg.hub_path, revision=cfg.hub_revision)]
+                for s in seed_files.hub_split_seeds(src.name, src.splits, src.carve,
+                                                    {sp: src.limit.get(sp, cfg.limit) for sp in src.splits},
+                                                    path=cfg.hub_path, revision=cfg.hub_revision)]
     if cfg.kind == "local":
-        return seeds.local_seeds(cfg.path, split=cfg.split)[: cfg.limit]
+        return seed_files.local_seeds(cfg.path, split=cfg.split)[: cfg.limit]
     raise RecipeError(f"seeds.kind: {cfg.kind!r} is not offline, hub or local")
 
 
 def produced_splits(recipe: "DataRecipe") -> set[tuple[str, str]]:
     """The (source, split) pairs of questions this recipe stores, known without loading anything; what RL and eval
     recipes read must be among them (tests/unit/test_recipes.py checks every recipe of the repo)."""
-    from pipelines import seeds
+    from pipelines import seed_files
 
     cfg = recipe.seeds
     if cfg.kind == "offline":
         return {("geo", s) for s, n in cfg.n_per_split.items() if n != 0}
     if cfg.kind == "hub":
         for src in cfg.sources:
-            seeds.check_split_plan(src.name, src.splits, src.carve)
+            seed_files.check_split_plan(src.name, src.splits, src.carve)
         return {(src.name, s) for src in cfg.sources for s in src.splits}
     return {(Path(cfg.path or "").stem, cfg.split)}
 

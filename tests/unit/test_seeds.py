@@ -10,19 +10,15 @@ import pytest
 
 from pipelines.families import FAMILIES
 from pipelines.relations import KINDS, RELATIONS
-from pipelines.seeds import (
+from pipelines.seed_files import (
     FIELD_MAPPINGS,
-    SPLITS,
-    Seed,
-    SeedError,
     carve_bucket,
     check_split_plan,
-    entity_split,
     hub_seeds,
     hub_split_seeds,
     local_seeds,
-    offline_seeds,
 )
+from pipelines.seeds import SPLITS, Seed, SeedError, entity_split, offline_seeds
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +284,7 @@ def test_local_seeds_bad_files(tmp_path):
 
 
 def test_a_pinned_hub_revision_reaches_the_loader():
-    from pipelines.seeds import hub_split_seeds
+    from pipelines.seed_files import hub_split_seeds
 
     seen = []
 
