@@ -50,7 +50,7 @@ export SEEKHELP_TRACKING_PROJECT := $(TRACKING_PROJECT)
 TRACK_SFT = $(if $(filter-out none,$(REPORT_TO)),--report_to $(REPORT_TO) --project $(TRACKING_PROJECT))
 TRACK_SET = $(if $(filter-out none,$(REPORT_TO)),--set report_to=$(REPORT_TO))
 
-.PHONY: lock test-compat doctor vllm-env install test test-rehearsal check-gpu-install test-reliability test-fast test-integration lint demo data sft rl eval push serve-llm serve clean
+.PHONY: lock test-compat doctor vllm-env install test test-rehearsal check-gpu-install test-reliability test-fast test-integration lint demo data sft sft-seeds rl eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 
@@ -148,6 +148,13 @@ rl: install
 
 eval: install
 	$(PY) -m seekhelp.eval --config $(EVAL_RECIPE) $(TRACK_SET) $(EVAL_ARGS)
+
+# A recipe or data change read over several SFT seeds on validation (one seed moves the decision rates more than
+# most changes do): SFT_ARMS='--arm base=RECIPE --arm "new=RECIPE --flag value"', pooled against the first arm.
+SFT_ARMS ?= --arm base=$(SFT_RECIPE)
+SEEDS ?= 42 43 44
+sft-seeds: install
+	$(PY) -m sft.seeds $(SFT_ARMS) --seeds $(SEEDS) $(SEEDS_ARGS)
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install

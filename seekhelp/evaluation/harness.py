@@ -185,6 +185,8 @@ def with_easy_probes(plan: list[tuple[str, RunSpec, str]]) -> list[tuple[str, Ru
             have.add(slm)
             tag = run.name.rsplit("(", 1)[1].rstrip(")") if run.name.endswith(")") and "(" in run.name \
                 else Path(slm).name
+            if any(r.name == f"slm_cot ({tag})" for _, r, _ in out):
+                tag = slm  # two SLMs in folders of one name (two arms' seed-42): the path tells them apart
             out.append(("run", RunSpec(name=f"slm_cot ({tag})", strategy="slm_cot", slm=slm, llm=run.llm), slm))
         out.append((kind, run, slm))
     return out
