@@ -156,6 +156,38 @@ def test_shipped_recipes_parse(recipe):
         assert model.use_peft and model.lora_target_modules == "all-linear"
 
 
+def test_cpu_bf16_turns_on_autocast_only_where_asked_and_an_explicit_bf16_wins(monkeypatch):
+    import torch
+
+    from sft import SFTInputError
+    from sft.train import parse
+
+    demo = str(ROOT / "sft/recipes/smollm2-135m/demo.yaml")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    _, training, _ = parse(["--config", demo, "--cpu_bf16", "auto"])
+    assert training.bf16 and training.use_cpu
+    _, training, _ = parse(["--config", demo, "--cpu_bf16", "auto", "--bf16", "false"])
+    assert not training.bf16 and not training.use_cpu
+    _, training, _ = parse(["--config", demo, "--cpu_bf16", "false"])
+    assert not training.bf16
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)  # an AVX2 laptop
+    _, training, _ = parse(["--config", demo, "--cpu_bf16", "auto"])
+    assert not training.bf16 and not training.use_cpu
+    with pytest.raises(SFTInputError, match="cpu_bf16: 'maybe'"):
+        parse(["--config", demo, "--cpu_bf16", "maybe"])
+
+
+def test_cpu_bf16_trains(tiny_model_dir, dataset_dir, tmp_path):
+    out = _run(tiny_model_dir, dataset_dir, tmp_path / "bf16", "--cpu_bf16", "true")
+    recipe = _check_folder(out, tiny_model_dir)
+    assert recipe["bf16"] is True
+    import torch
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(str(out / "model.safetensors")).values()} == {torch.float32}
+
+
 # ---------------------------------------------------------------- every key honoured: eval, loss scope, k-bit, push
 
 
