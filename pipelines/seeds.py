@@ -199,7 +199,7 @@ def self_contained_twin(s: Seed) -> Seed:
 def minimal_pairs(items: list[Seed]) -> list[Seed]:
     """Train seeds where other-fact questions come with a self-contained twin: the same skeleton, with the asked fact
     stated instead of another one, so the one thing that tells the two kinds apart is which fact is stated. Each twin
-    takes the place of a self-contained seed about a country, so every kind keeps its count (the demo's 240: 34 pairs;
+    takes the place of a self-contained seed about a country, so every kind keeps its count (the demo's 480: 65 pairs;
     self-contained questions about a city stay); who pairs with whom does not depend on the order.
 
     Why: unpaired, the SFT model wrote the stated fact right and still called it settling ("asks for the population
