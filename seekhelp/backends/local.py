@@ -1,6 +1,6 @@
 """Local transformers backend: many conversations per call, the model loaded once, two decoding engines.
 
-`engine="slots"` (opt-in: `engine=` or env `SEEKHELP_ENGINE=slots`; `seekhelp/backends/decode.py`): our own decode
+`engine="slots"` (the default on CPU; `seekhelp/backends/decode.py`): our own decode
 loop over at most `max_batch_size` rows. Prompts wait in order of length; when a row ends (the first of
 `params.stop`, e.g. the closing tag of the SLM's action, EOS or `max_new_tokens`) its slot goes to the next waiting
 prompt, so a batch never waits for its longest row. Every finished row's keys/values (prompt + generated tokens) are
@@ -10,13 +10,16 @@ longest stored run of identical token ids, so the runtime's next turn of an epis
 output is the same as `model.generate` on each prompt alone (tests/unit/test_local_backend_engine.py). Models with
 sliding-window or linear-attention layers fall back to the static engine.
 
-`engine="static"` (the default): left-padded micro-batches of `max_batch_size` prompts sorted by length, one
+`engine="static"` (the default on a GPU): left-padded micro-batches of `max_batch_size` prompts sorted by length, one
 `model.generate` each. The key/value cache of the micro-batch's longest common token prefix is computed once (kept
 while the model and the prefix stay the same) and repeated over the batch; rows are laid out as
 [prefix][padding][own tokens] with the padding masked, so positions stay exact.
 
-Why static stays the default: benchmarks/rollout_engine.py measured slots 1.17-1.51x on 2-3-turn conversations but
-0.97x on one-turn episodes at 128, and no whole demo has run on it yet.
+`engine=` or env `SEEKHELP_ENGINE=slots|static` picks one; otherwise slots on CPU, static on a GPU. Measured on CPU:
+the demo eval's trained-SLM runs (64 test questions, batch 64, 2 cores) took 222 s with slots against 303 s static
+(1.37x) and wrote the same 320 trajectories turn for turn; benchmarks/rollout_engine.py measured 1.4-1.5x at 32
+episodes but 0.7x at 128 rows, so the recipes that run on CPU keep their SLM batches at 64 or below. On GPUs nothing
+is measured yet (the GPU recipes sample with vLLM), so static stays there.
 
 Both cut each text right after its earliest stop string. Generation runs in a worker thread so HTTP calls of other
 episodes progress meanwhile.
@@ -35,6 +38,11 @@ from seekhelp.backends.base import Completion, GenParams, Message, truncate_at_s
 from seekhelp.backends.kvstore import common_prefix_len
 
 log = logging.getLogger(__name__)
+
+
+def default_engine(model) -> str:
+    """slots on CPU (measured faster at the batch sizes the CPU recipes use), static on a GPU (not measured there)."""
+    return "static" if model.device.type != "cpu" else "slots"
 
 
 class TransformersBackend:
@@ -60,7 +68,7 @@ class TransformersBackend:
         self.prefix_cache, self.min_prefix_tokens = prefix_cache, min_prefix_tokens
         self._prefix: tuple | None = None  # ((model id, prefix ids), cache of batch 1)
         self.stats = {"calls": 0, "batches": 0, "generated_tokens": 0, "prefix_tokens_reused": 0}
-        engine = engine or os.environ.get("SEEKHELP_ENGINE", "static")
+        engine = engine or os.environ.get("SEEKHELP_ENGINE") or default_engine(self.model)
         if engine not in ("slots", "static"):
             raise ValueError(f"engine must be 'slots' or 'static', not {engine!r}")
         from seekhelp.backends import decode

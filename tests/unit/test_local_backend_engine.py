@@ -171,3 +171,19 @@ def test_kv_store_longest_prefix_cap_and_replacement():
     store.put([1, 2, 3, 0], kv(4), replaces=sys_entry)  # a prefix entry is never replaced, but the cap evicts
     assert store.tokens <= 10 and store.evicted >= 1
     assert store.lookup([1, 2, 3, 0])[1] == 4
+
+
+def test_the_engine_defaults_to_slots_on_cpu_and_the_environment_overrides_it(backend, monkeypatch):
+    from seekhelp.backends.local import default_engine
+
+    monkeypatch.delenv("SEEKHELP_ENGINE", raising=False)
+    assert default_engine(backend.model) == "slots"
+    assert TransformersBackend(model=backend.model, tokenizer=backend.tokenizer).engine == "slots"
+
+    class OnGPU:
+        device = torch.device("cuda", 0)
+
+    assert default_engine(OnGPU()) == "static"
+    monkeypatch.setenv("SEEKHELP_ENGINE", "static")
+    assert TransformersBackend(model=backend.model, tokenizer=backend.tokenizer).engine == "static"
+    assert TransformersBackend(model=backend.model, tokenizer=backend.tokenizer, engine="slots").engine == "slots"
