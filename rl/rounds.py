@@ -311,9 +311,7 @@ class RoundRunner:
         t0 = time.perf_counter()
         from seekhelp.config import to_dict
 
-        run_id = self.store.start_run("rl", {"recipe": to_dict(self.recipe), "round": r},
-                                      run_id=f"rl-{Path(self.recipe.output_dir).name}-r{r}"
-                                      + ("-control" if self.control else ""))
+        run_id = self.store.start_run("rl", {"recipe": to_dict(self.recipe), "round": r}, run_id=self.run_id(r))
         n_rollouts = n_selected = n_fallback = 0
         if r > 0:
             n_rollouts = 0 if self.control else self.rollouts(r, run_id)
@@ -332,21 +330,57 @@ class RoundRunner:
         self.store.finish_run(run_id, "ok")
         log.info("round %d: %s", r, row)
 
+    def run_id(self, r: int) -> str:
+        return f"rl-{Path(self.recipe.output_dir).name}-r{r}" + ("-control" if self.control else "")
+
+    def validation_rewards(self, r: int) -> dict[str, float]:
+        """Round r's reward per validation question (its greedy episode, as `validate` stored it)."""
+        rows = self.store.sql(
+            "SELECT t.question_id, max(j.value) AS reward FROM trajectories t "
+            "JOIN judgments j ON j.trajectory_id = t.id AND j.judge = 'reward' "
+            "JOIN questions q ON q.id = t.question_id "
+            "WHERE t.run_id = $run AND t.round = $r AND q.split = 'validation' GROUP BY t.question_id",
+            {"run": self.run_id(r), "r": r}).to_dicts()
+        return {x["question_id"]: float(x["reward"]) for x in rows}
+
+    def against_start(self, r: int) -> dict | None:
+        """Round r − round 0 in validation reward, question by question, with a paired bootstrap interval: how far a
+        round's lead is from noise. None where the two rounds share no stored question."""
+        from seekhelp.metrics import bootstrap_ci
+
+        a, b = self.validation_rewards(r), self.validation_rewards(0)
+        common = sorted(set(a) & set(b))
+        if not common:
+            return None
+        diffs = [a[q] - b[q] for q in common]
+        lo, hi = bootstrap_ci(diffs)
+        return {"n": len(common), "diff": round(sum(diffs) / len(diffs), 4), "ci": [round(lo, 4), round(hi, 4)]}
+
     def choose_final(self) -> dict:
         """The final model: the round with the best validation mean reward (then EM, then the earlier round), the SFT
-        start (round 0) included; written to `<output_dir>/final.json`, which `.../final` resolves to."""
+        start (round 0) included; written to `<output_dir>/final.json`, which `.../final` resolves to, with the kept
+        round's paired difference from round 0 (`vs_round_0`); every round's is logged."""
         rows = [x for x in self.table() if x["n"]]
         best = max(rows, key=lambda x: (x["mean_reward"], x["em"], -x["round"]))
-        return self.write_final(best["round"], "validation mean_reward, then EM, then the earlier round", best)
+        vs = {}
+        for x in rows:
+            if x["round"] > 0 and (d := self.against_start(x["round"])) is not None:
+                vs[x["round"]] = d
+                shown = "shown" if d["ci"][0] > 0 or d["ci"][1] < 0 else "no difference shown"
+                log.info("round %d - round 0: validation reward %+.3f [%+.3f, %+.3f] over %d questions (%s)",
+                         x["round"], d["diff"], *d["ci"], d["n"], shown)
+        return self.write_final(best["round"], "validation mean_reward, then EM, then the earlier round", best,
+                                vs.get(best["round"]))
 
-    def write_final(self, r: int, chosen_by: str, row: dict | None = None) -> dict:
+    def write_final(self, r: int, chosen_by: str, row: dict | None = None, vs_round_0: dict | None = None) -> dict:
         import json
 
         from rl.loop import checkpoint
 
         row = row or {}
         out = {"round": r, "checkpoint": str(checkpoint(self.recipe, r)), "chosen_by": chosen_by,
-               "mean_reward": row.get("mean_reward"), "em": row.get("em"), "validation_questions": row.get("n")}
+               "mean_reward": row.get("mean_reward"), "em": row.get("em"), "validation_questions": row.get("n"),
+               "vs_round_0": vs_round_0}
         path = Path(self.recipe.output_dir) / "final.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(out, indent=2) + "\n")

@@ -163,6 +163,42 @@ def test_final_is_the_best_round_on_validation(tmp_path):
     assert json.loads((tmp_path / "rl" / "final.json").read_text())["round"] == 0
 
 
+def test_the_kept_round_carries_its_paired_difference_from_round_0(tmp_path):
+    """choose_final pairs each round's validation reward with round 0's question by question (its own run's
+    validation trajectories only: not the training rollouts, not another run's) and writes the kept round's
+    difference and bootstrap interval into final.json."""
+    import json
+
+    from rl.rounds import RL_ROUNDS_DDL, RoundRunner
+
+    recipe = RLRecipe(store=str(tmp_path / "s.duckdb"), init_model="sft-model", output_dir=str(tmp_path / "rl"))
+    runner = RoundRunner.__new__(RoundRunner)
+    runner.recipe, runner.control = recipe, False
+    rewards = {0: [0.0, 0.5, 1.0, 0.0], 1: [0.5, 0.5, 1.0, 0.5]}  # round 1 is +0.5 on two questions, equal on two
+    with Store(recipe.store) as store:
+        store.execute(RL_ROUNDS_DDL)
+        for i in range(4):
+            store.execute("INSERT INTO questions (id, question, split) VALUES (?, ?, 'validation')", [f"v{i}", "q"])
+        store.execute("INSERT INTO questions (id, question, split) VALUES ('t0', 'q', 'train')")
+        for r, values in rewards.items():
+            store.execute("INSERT INTO rl_rounds (run, round, split, n, mean_reward, em) VALUES (?, ?, ?, ?, ?, ?)",
+                          [recipe.output_dir, r, "validation", 4, sum(values) / 4, 0.5])
+            rows = [(f"r{r}v{i}", f"v{i}", runner.run_id(r), v) for i, v in enumerate(values)]
+            rows += [(f"r{r}t0", "t0", runner.run_id(r), -5.0),  # a training rollout of the round
+                     (f"x{r}v0", "v0", "rl-other-r1", 9.0)]  # another run's episode of the same question
+            for tid, qid, run_id, value in rows:
+                store.execute("INSERT INTO trajectories (id, question_id, round, run_id) VALUES (?, ?, ?, ?)",
+                              [tid, qid, r, run_id])
+                store.execute("INSERT INTO judgments (trajectory_id, judge, value) VALUES (?, 'reward', ?)",
+                              [tid, value])
+        runner.store = store
+        final = runner.choose_final()
+    assert final["round"] == 1
+    vs = json.loads((tmp_path / "rl" / "final.json").read_text())["vs_round_0"]
+    assert vs["n"] == 4 and vs["diff"] == pytest.approx(0.25)
+    assert 0.0 <= vs["ci"][0] <= 0.25 <= vs["ci"][1] <= 0.5
+
+
 def test_questions_no_rollout_solved_fall_back_to_their_sft_dialogue(tiny_model_dir, tmp_path):
     """Nothing reaches min_reward, so with `fallback_query` each training question of the round that has a teacher
     dialogue in the SFT selection is retrained on it (questions without one add nothing), and the round says so."""
