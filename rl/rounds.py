@@ -240,26 +240,34 @@ class RoundRunner:
             return ids, how
         have = set(picked["question_id"].to_list())
         failed = {q.id for q in self.train_questions(r)} - have
-        cand = run_sql(rc.store, load_query(rc.fallback_query), {"split": "train"})
+        cand = self.teacher_dialogues()
         extra = [t for t, qid in zip(cand["trajectory_id"], cand["question_id"], strict=True) if qid in failed]
         log.info("round %d: %d picks, %d of %d failed questions from %s", r, len(ids), len(extra), len(failed),
                  rc.fallback_query)
         return ids + extra, how | {"fallback": len(extra), "failed_questions": len(failed)}
 
+    def teacher_dialogues(self):
+        """The fallback query's dialogue per training question (`sft_candidates` by default), among the data stage's
+        teacher dialogues only: the store also holds every RL rollout, and a correct rollout with fewer turns would
+        otherwise win the query's ranking, which put the policy's own samples into the control arm (3 of its 16
+        dialogues in the demo's round 2) and into the fallbacks. A query without `$strategy` ignores it."""
+        from seekhelp.store.query import load_query, run_sql
+
+        rc = self.recipe
+        return run_sql(rc.store, load_query(rc.fallback_query or "sft_candidates"),
+                       {"split": "train", "strategy": "teacher"})
+
     def control_selection(self, r: int) -> tuple[list[str], dict]:
         """The control's round r: teacher dialogues (the recipe's `fallback_query`, default sft_candidates) of the
         very questions RL round r trained on, as many as RL round r trained on, so both arms take the same optimizer
         steps from the same start; what differs is that RL's picks are the policy's own rollouts."""
-        from seekhelp.store.query import load_query, run_sql
-
-        rc = self.recipe
         row = self.store.sql("SELECT n_selected + n_fallback AS n FROM rl_rounds WHERE run = $run AND round = $r",
                              {"run": self.rl_dir, "r": r}).to_dicts()
         if not row:
             raise RuntimeError(f"control round {r}: RL round {r} has not finished")
         n = int(row[0]["n"] or 0)
         order = {q.id: i for i, q in enumerate(self.train_questions(r))}
-        cand = run_sql(rc.store, load_query(rc.fallback_query or "sft_candidates"), {"split": "train"})
+        cand = self.teacher_dialogues()
         pairs = sorted((order[qid], t) for t, qid in zip(cand["trajectory_id"], cand["question_id"], strict=True)
                        if qid in order)
         ids = [t for _, t in pairs][:n]

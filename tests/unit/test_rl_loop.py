@@ -163,6 +163,32 @@ def test_final_is_the_best_round_on_validation(tmp_path):
     assert json.loads((tmp_path / "rl" / "final.json").read_text())["round"] == 0
 
 
+def test_control_and_fallback_dialogues_are_teacher_dialogues_never_rollouts(tmp_path):
+    """A correct RL rollout answered without asking beats a teacher dialogue of the same question on the SFT query's
+    fewest-turns ranking; the control arm and the fallbacks must still read the teacher's (no policy sampling)."""
+    from rl.rounds import RoundRunner
+    from seekhelp.records import Trajectory, Turn
+
+    recipe = _recipe(tmp_path, "unused", fallback_query="sft_candidates")
+    teacher = _add_teacher_dialogues(recipe.store, 3)
+    q = teacher[0].question_id
+    answer = teacher[0].final_answer
+    rollout = Trajectory(q, "dynamic", "rl/round-1", "llm", [Turn("slm", f"<answer>{answer}</answer>", "answer",
+                                                                  answer)],
+                         final_answer=answer, stop_reason="answer", format_ok=True, round=1)
+    with Store(recipe.store) as s:
+        s.add_trajectories([rollout])
+        s.add_judgments([{"trajectory_id": rollout.id, "judge": "em", "value": 1.0}])
+    from seekhelp.store.query import load_query, run_sql
+
+    everything = run_sql(recipe.store, load_query("sft_candidates"), {"split": "train"})
+    assert rollout.id in everything["trajectory_id"].to_list()  # what the rounds read before: the rollout wins
+    runner = RoundRunner.__new__(RoundRunner)
+    runner.recipe = recipe
+    ids = runner.teacher_dialogues()["trajectory_id"].to_list()
+    assert sorted(ids) == sorted(t.id for t in teacher)
+
+
 def test_the_kept_round_carries_its_paired_difference_from_round_0(tmp_path):
     """choose_final pairs each round's validation reward with round 0's question by question (its own run's
     validation trajectories only: not the training rollouts, not another run's) and writes the kept round's
