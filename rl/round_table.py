@@ -1,4 +1,5 @@
-"""The `rl_rounds` table: one validation row per round and arm (RL, control), its columns and the kind columns."""
+"""The `rl_rounds` table: one validation row per round and arm (RL, control), its columns and the kind columns;
+per-question validation rewards and paired differences between rounds."""
 
 from seekhelp.records import Question
 
@@ -33,3 +34,27 @@ def kind_columns(questions: list[Question], rows: list[dict]) -> dict:
 
     return {"n_self_contained": len(alone), "calls_self_contained": mean(alone, "n_turns"),
             "em_self_contained": mean(alone, "r_quality"), "em_needs_fact": mean(other, "r_quality")}
+
+
+def validation_rewards(store, run_id: str, r: int) -> dict[str, float]:
+    """Round r's reward per validation question (its greedy episode, as the round's `validate` stored it)."""
+    rows = store.sql(
+        "SELECT t.question_id, max(j.value) AS reward FROM trajectories t "
+        "JOIN judgments j ON j.trajectory_id = t.id AND j.judge = 'reward' "
+        "JOIN questions q ON q.id = t.question_id "
+        "WHERE t.run_id = $run AND t.round = $r AND q.split = 'validation' GROUP BY t.question_id",
+        {"run": run_id, "r": r}).to_dicts()
+    return {x["question_id"]: float(x["reward"]) for x in rows}
+
+
+def paired_difference(a: dict[str, float], b: dict[str, float]) -> dict | None:
+    """A − B question by question with a paired bootstrap interval: how far a round's lead is from noise. None where
+    the two share no question."""
+    from seekhelp.metrics import bootstrap_ci
+
+    common = sorted(set(a) & set(b))
+    if not common:
+        return None
+    diffs = [a[q] - b[q] for q in common]
+    lo, hi = bootstrap_ci(diffs)
+    return {"n": len(common), "diff": round(sum(diffs) / len(diffs), 4), "ci": [round(lo, 4), round(hi, 4)]}

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from rl.round_table import COLUMNS, KIND_COLUMNS, RL_ROUNDS_DDL, kind_columns  # noqa: F401  (re-exported)
+from rl.round_table import COLUMNS, KIND_COLUMNS, RL_ROUNDS_DDL, kind_columns, paired_difference, validation_rewards  # noqa: F401  (re-exported)
 from seekhelp.records import Question, trajectory_id
 from seekhelp.rewards import RewardConfig, compute_reward, estimate_easy
 
@@ -341,28 +341,10 @@ class RoundRunner:
     def run_id(self, r: int) -> str:
         return f"rl-{Path(self.recipe.output_dir).name}-r{r}" + ("-control" if self.control else "")
 
-    def validation_rewards(self, r: int) -> dict[str, float]:
-        """Round r's reward per validation question (its greedy episode, as `validate` stored it)."""
-        rows = self.store.sql(
-            "SELECT t.question_id, max(j.value) AS reward FROM trajectories t "
-            "JOIN judgments j ON j.trajectory_id = t.id AND j.judge = 'reward' "
-            "JOIN questions q ON q.id = t.question_id "
-            "WHERE t.run_id = $run AND t.round = $r AND q.split = 'validation' GROUP BY t.question_id",
-            {"run": self.run_id(r), "r": r}).to_dicts()
-        return {x["question_id"]: float(x["reward"]) for x in rows}
-
     def against_start(self, r: int) -> dict | None:
-        """Round r − round 0 in validation reward, question by question, with a paired bootstrap interval: how far a
-        round's lead is from noise. None where the two rounds share no stored question."""
-        from seekhelp.metrics import bootstrap_ci
-
-        a, b = self.validation_rewards(r), self.validation_rewards(0)
-        common = sorted(set(a) & set(b))
-        if not common:
-            return None
-        diffs = [a[q] - b[q] for q in common]
-        lo, hi = bootstrap_ci(diffs)
-        return {"n": len(common), "diff": round(sum(diffs) / len(diffs), 4), "ci": [round(lo, 4), round(hi, 4)]}
+        """Round r − round 0 in validation reward, paired by question (`rl.round_table.paired_difference`)."""
+        return paired_difference(validation_rewards(self.store, self.run_id(r), r),
+                                 validation_rewards(self.store, self.run_id(0), 0))
 
     def choose_final(self) -> dict:
         """The final model: the round with the best validation mean reward (then EM, then the earlier round), the SFT
