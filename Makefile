@@ -50,7 +50,7 @@ export SEEKHELP_TRACKING_PROJECT := $(TRACKING_PROJECT)
 TRACK_SFT = $(if $(filter-out none,$(REPORT_TO)),--report_to $(REPORT_TO) --project $(TRACKING_PROJECT))
 TRACK_SET = $(if $(filter-out none,$(REPORT_TO)),--set report_to=$(REPORT_TO))
 
-.PHONY: lock test-compat doctor vllm-env install test test-rehearsal check-gpu-install test-reliability test-fast test-integration lint demo data sft sft-seeds rl eval push serve-llm serve clean
+.PHONY: lock test-compat doctor vllm-env install test test-rehearsal check-gpu-install test-reliability test-fast test-integration lint demo data sft sft-seeds rl rl-seeds eval push serve-llm serve clean
 
 install: $(VENV)/.installed
 
@@ -155,6 +155,12 @@ SFT_ARMS ?= --arm base=$(SFT_RECIPE)
 SEEDS ?= 42 43 44
 sft-seeds: install
 	$(PY) -m sft.seeds $(SFT_ARMS) --seeds $(SEEDS) $(SEEDS_ARGS)
+
+# RL against its control over several rollout seeds on validation (the SFT start fixed): does RL beat the control
+# across draws, not in one? Each seed is a full `make rl` into data/models/rl/seeds/seed-S (resumable).
+RL_SEEDS ?= 1 2 3
+rl-seeds: install
+	$(PY) -m rl.seeds --config $(RL_RECIPE) --seeds $(RL_SEEDS) $(SEEDS_ARGS)
 
 # install → data → sft → rl → eval on the embedded default, offline, with wall times per stage.
 demo: install

@@ -50,6 +50,9 @@ class RLRecipe:
     validation_questions: int = 40
     source: str | None = None  # restrict questions to one source (None: all)
     temperature: float = 0.8
+    # the run's seed: round r samples its rollouts with seed + 1000 r, and a nonzero seed is every retrain's (RL and
+    # control) `--seed` too; 0 keeps the SFT recipe's. `python -m rl.seeds` reads RL and its control over seeds
+    seed: int = 0
     alpha: float = 0.5
     beta: float = 0.2
     n_max: int = 4

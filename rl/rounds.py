@@ -191,7 +191,7 @@ class RoundRunner:
         """K samples per training question with the round's starting policy, all in one batched runtime call (the
         K samples of a question decode side by side); skips stored ones."""
         rc, slm, questions = self.recipe, self._backend(r - 1), self.train_questions(r)
-        rt = self._runtime(slm, rc.temperature, seed=1000 * r)
+        rt = self._runtime(slm, rc.temperature, seed=rc.seed + 1000 * r)
         fp = rt.config.fingerprint()
         ids = {(q.id, i): trajectory_id(q.id, "dynamic", slm.name, self.llm.name, i, fp, r)
                for q in questions for i in range(rc.k)}
@@ -300,7 +300,8 @@ class RoundRunner:
         args = ["--config", rc.sft_recipe, "--store", "", "--dataset_path", str(export_dir),
                 "--model_name_or_path", str(checkpoint(rc, r - 1)), "--output_dir", str(checkpoint(rc, r)),
                 "--run_ids", run_id, *tracking_args(rc.report_to),
-                *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain)]
+                *rc.sft_overrides, *batch_args(rc.sft_recipe, rc.sft_overrides, rc.retrain),
+                *(["--seed", str(rc.seed)] if rc.seed else [])]
         run_sft(rc.retrain, args)
         return ds.num_rows - n_fallback, n_fallback
 

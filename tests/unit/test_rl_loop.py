@@ -310,3 +310,39 @@ def test_a_slice_of_a_split_holds_every_kind_alike(tmp_path):
     got = [q.meta.get("kind") for q in first]
     assert sorted(got, key=str) == sorted(["self_contained", "one_missing", "two_hop", None] * 2, key=str)
     assert len({q.id for q in first}) == 8
+
+
+def test_a_seeded_run_samples_its_own_rollouts_and_retrains_with_its_seed(tiny_model_dir, tmp_path, monkeypatch):
+    """seed 0 keeps the recipe's own seeds; a nonzero seed samples other rollouts (new trajectory ids, other text)
+    and passes `--seed` to the retrain (RL's and the control's), which is what rl.seeds varies."""
+    import shutil
+
+    import rl.policy
+
+    seen = []
+
+    def fake_sft(retrain, args):  # the retrain's flags; the "trained" model is the start copied
+        seen.append(args)
+        out = args[args.index("--output_dir") + 1]
+        shutil.copytree(args[args.index("--model_name_or_path") + 1], out, dirs_exist_ok=True)
+
+    monkeypatch.setattr(rl.policy, "run_sft", fake_sft)
+    from rl.rounds import RoundRunner
+
+    monkeypatch.setattr(RoundRunner, "choose_final", lambda self: self.write_final(1, "test"))  # the control trains
+    texts = {}
+    for seed in (0, 7):
+        recipe = _recipe(tmp_path, tiny_model_dir, seed=seed, output_dir=str(tmp_path / f"rl-{seed}"), k=2,
+                         temperature=1.0, control=True, control_validate=False, fallback_query="sft_candidates")
+        if seed == 0:
+            _add_teacher_dialogues(recipe.store, 3)
+        run(recipe)
+        with Store(recipe.store, read_only=True) as s:
+            texts[seed] = {r["id"]: r["text"] for r in s.sql(
+                "SELECT t.id, string_agg(u.raw, '|' ORDER BY u.idx) AS text FROM trajectories t JOIN turns u "
+                "ON u.trajectory_id = t.id WHERE t.round = 1 AND t.slm = $slm GROUP BY t.id",
+                {"slm": Path(tiny_model_dir).name}).to_dicts() if r["id"] not in texts.get(0, {})}
+    assert len(texts[0]) == len(texts[7]) == 12  # 6 questions x K=2 each, under ids of their own
+    assert sorted(texts[0].values()) != sorted(texts[7].values())
+    flags = [a[a.index("--seed") + 1] if "--seed" in a else None for a in seen]
+    assert flags == [None, None, "7", "7"]  # RL round 1 and its control, for each seed
