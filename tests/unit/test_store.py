@@ -279,6 +279,31 @@ def test_sft_candidates_keep_one_request_per_hop_for_two_hop_questions(db):
                                                                                                      long.id}
 
 
+def test_sft_candidates_weigh_answering_alone_by_alone_dialogues(db):
+    """A question answered without asking keeps `alone_dialogues` of its dialogues; a fraction keeps the next one
+    for that share of the questions, the same ones on every call; a question that asks keeps one."""
+    questions = [question(i) for i in range(40)]
+    alone = [traj(q, n_llm=0, sample=k) for q in questions[:30] for k in range(3)]
+    asked = [traj(q, n_llm=1, sample=k) for q in questions[30:] for k in range(2)]
+    with Store(db) as s:
+        s.add_questions(questions)
+        s.add_trajectories(alone + asked)
+        s.add_judgments([r for t in alone + asked for r in judge(t, 1.0)])
+    sql = load_query("sft_candidates")
+
+    def per_question(value):
+        out = run_sql(db, sql, {"alone_dialogues": value})
+        return out.group_by("question_id").len().sort("question_id").rows()
+
+    assert sorted(n for _, n in per_question(1)) == [1] * 40
+    assert sorted(n for _, n in per_question(2)) == [1] * 10 + [2] * 30
+    half = per_question(1.5)
+    two = {qid for qid, n in half if n == 2}
+    assert 8 <= len(two) <= 22 and two <= {q.id for q in questions[:30]}  # about half of the 30, none that asked
+    assert per_question(1.5) == half  # drawn by question id: the same questions every time
+    assert {n for _, n in per_question(2.5)} == {1, 2, 3}
+
+
 def test_rs_select_tie_breaking(db):
     q0, q1 = question(0), question(1)
     r1_fast = traj(q0, n_llm=1, round=1, sample=0)
