@@ -79,7 +79,11 @@ class RLRecipe:
 
 
 def policy_label(recipe: RLRecipe, r: int) -> str:
-    return f"{Path(recipe.output_dir).name}/round-{r}" if r else f"{Path(recipe.init_model).name}"
+    """The name round r's policy samples and is scored under: the run's output_dir and the round, round 0 (the SFT
+    start) included. Rollout ids, the rollout selection (`rs_select.sql`'s `$policy`) and the `easy` flags are keyed
+    by it, so two runs sharing a store never share any of them: not two `rl.seeds` seeds that start from one SFT model
+    (round 1 used to pick among every seed's rollouts of that model), not two runs in folders of one name."""
+    return f"{recipe.output_dir}/round-{r}"
 
 
 def checkpoint(recipe: RLRecipe, r: int) -> Path:

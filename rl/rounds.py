@@ -340,7 +340,12 @@ class RoundRunner:
         log.info("round %d: %s", r, row)
 
     def run_id(self, r: int) -> str:
-        return f"rl-{Path(self.recipe.output_dir).name}-r{r}" + ("-control" if self.control else "")
+        """Round r's run in `runs`: the folder's name for reading, a hash of its whole path so that two runs in
+        folders of one name (`seeds/seed-1`, `seeds-lr/seed-1`) stay apart."""
+        from seekhelp.records import content_hash
+
+        od = self.recipe.output_dir
+        return f"rl-{Path(od).name}-{content_hash(str(od), length=8)}-r{r}" + ("-control" if self.control else "")
 
     def against_start(self, r: int) -> dict | None:
         """Round r − round 0 in validation reward, paired by question (`rl.round_table.paired_difference`)."""

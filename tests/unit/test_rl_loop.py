@@ -314,10 +314,14 @@ def test_a_slice_of_a_split_holds_every_kind_alike(tmp_path):
 
 def test_a_seeded_run_samples_its_own_rollouts_and_retrains_with_its_seed(tiny_model_dir, tmp_path, monkeypatch):
     """seed 0 keeps the recipe's own seeds; a nonzero seed samples other rollouts (new trajectory ids, other text)
-    and passes `--seed` to the retrain (RL's and the control's), which is what rl.seeds varies."""
+    and passes `--seed` to the retrain (RL's and the control's), which is what rl.seeds varies. Two runs in one store
+    from one SFT model never pick each other's rollouts."""
     import shutil
 
     import rl.policy
+    from rl.loop import policy_label
+    from rl.rounds import RoundRunner
+    from seekhelp.store.export import read_export
 
     seen = []
 
@@ -327,22 +331,33 @@ def test_a_seeded_run_samples_its_own_rollouts_and_retrains_with_its_seed(tiny_m
         shutil.copytree(args[args.index("--model_name_or_path") + 1], out, dirs_exist_ok=True)
 
     monkeypatch.setattr(rl.policy, "run_sft", fake_sft)
-    from rl.rounds import RoundRunner
-
     monkeypatch.setattr(RoundRunner, "choose_final", lambda self: self.write_final(1, "test"))  # the control trains
-    texts = {}
+    texts, picked = {}, {}
     for seed in (0, 7):
         recipe = _recipe(tmp_path, tiny_model_dir, seed=seed, output_dir=str(tmp_path / f"rl-{seed}"), k=2,
                          temperature=1.0, control=True, control_validate=False, fallback_query="sft_candidates")
         if seed == 0:
-            _add_teacher_dialogues(recipe.store, 3)
+            _add_teacher_dialogues(recipe.store, 3)  # the control's dialogues
         run(recipe)
         with Store(recipe.store, read_only=True) as s:
             texts[seed] = {r["id"]: r["text"] for r in s.sql(
                 "SELECT t.id, string_agg(u.raw, '|' ORDER BY u.idx) AS text FROM trajectories t JOIN turns u "
                 "ON u.trajectory_id = t.id WHERE t.round = 1 AND t.slm = $slm GROUP BY t.id",
-                {"slm": Path(tiny_model_dir).name}).to_dicts() if r["id"] not in texts.get(0, {})}
-    assert len(texts[0]) == len(texts[7]) == 12  # 6 questions x K=2 each, under ids of their own
+                {"slm": policy_label(recipe, 0)}).to_dicts()}
+        picked[seed] = set(read_export(tmp_path / f"rl-{seed}" / "round-1-data")["trajectory_id"])
+    assert len(texts[0]) == len(texts[7]) == 12 and not set(texts[0]) & set(texts[7])  # 6 questions x K=2 each
     assert sorted(texts[0].values()) != sorted(texts[7].values())
+    assert len(picked[7]) == 6 and picked[7] <= set(texts[7]) and picked[0] <= set(texts[0])
     flags = [a[a.index("--seed") + 1] if "--seed" in a else None for a in seen]
     assert flags == [None, None, "7", "7"]  # RL round 1 and its control, for each seed
+
+
+def test_runs_in_folders_of_one_name_keep_their_own_labels_and_run_ids(tmp_path):
+    from rl.loop import policy_label
+    from rl.rounds import RoundRunner
+
+    a, b = (_recipe(tmp_path, "m", output_dir=str(tmp_path / d / "seed-1")) for d in ("seeds", "seeds-lr"))
+    for r in (0, 1, 2):
+        assert policy_label(a, r) != policy_label(b, r)
+        assert RoundRunner(a).run_id(r) != RoundRunner(b).run_id(r)
+        assert RoundRunner(a).run_id(r).startswith("rl-seed-1-")

@@ -41,9 +41,9 @@ def test_each_seed_runs_rl_and_its_control_and_one_eval_reads_them_against_the_c
     for seed in (3, 5):
         for arm in (runs / f"seed-{seed}", runs / f"seed-{seed}" / "control"):
             assert json.loads((arm / "final.json").read_text())["round"] in (0, 1)
-    rollouts = run_sql(recipe.store, "SELECT count(DISTINCT id) AS n FROM trajectories WHERE round = 1 AND slm = $slm",
-                       {"slm": Path(tiny_model_dir).name}).to_dicts()[0]["n"]
-    assert rollouts == 2 * 6  # each seed sampled its own K=1 rollout of the 6 training questions
+    rollouts = run_sql(recipe.store, "SELECT slm, count(DISTINCT id) AS n FROM trajectories WHERE round = 1 AND "
+                       "slm LIKE '%/round-0' GROUP BY slm ORDER BY slm").rows()
+    assert rollouts == [(f"{runs}/seed-{s}/round-0", 6) for s in (3, 5)]  # each seed's own K=1 rollouts of 6 questions
     summary = json.loads((tmp_path / "reports" / "rl-seeds" / "seeds.json").read_text())
     assert [(r["arm"], r["seed"]) for r in summary["rows"]] == [
         (arm, s) for arm in ("control", "rl", "sft") for s in (3, 5, "mean")]
