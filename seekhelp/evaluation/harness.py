@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -198,6 +199,13 @@ def stored_easy(store, slm: str) -> dict[str, bool]:
     return {r["question_id"]: bool(r["e"]) for r in rows}
 
 
+def rounds_of(rl_rounds: list[dict], slms: list[str]) -> list[dict]:
+    """The RL rounds of the runs whose round folders this eval reads (`<run>/round-N`): a store that holds several
+    RL runs (rl.seeds, an earlier `make rl`) reports only those behind the evaluated models."""
+    parents = {os.path.normpath(os.path.abspath(Path(s).parent)) for s in slms if Path(s).name.startswith("round-")}
+    return [r for r in rl_rounds if os.path.normpath(os.path.abspath(r.get("run") or "")) in parents]
+
+
 async def preflight(recipe: EvalRecipe, endpoints: Endpoints, plan) -> None:
     """Start every endpoint the plan and the judge use and make one real call to each HTTP one."""
     from seekhelp.backends.openai_compat import EndpointError, OpenAIBackend
@@ -367,7 +375,8 @@ def run_eval(recipe: EvalRecipe) -> dict[str, Any]:
         setup_paired = paired_results(recipe, results, datasets, slices, questions)
         rl_rounds = []
         if store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'rl_rounds'")["n"][0]:
-            rl_rounds = store.sql("SELECT * FROM rl_rounds ORDER BY round").to_dicts()
+            rl_rounds = rounds_of(store.sql("SELECT * FROM rl_rounds ORDER BY round").to_dicts(),
+                                  [slm for _, _, slm in plan])
         store.finish_run(run_id, "ok" if failure is None else "failed",
                          None if failure is None else f"{failure[0]}: {one_line(failure[1])}")
         setup = {"eval_id": eval_id, "recipe": recipe, "datasets": {k: len(v) for k, v in datasets.items()},

@@ -110,3 +110,19 @@ def test_the_report_shows_the_kind_columns(tmp_path):
     table = text.split("## RL rounds")[1]
     assert "LLM calls self-contained (n)" in table and "EM needs a fact" in table
     assert "| 0.25 (2) | 1.000 | 0.400 |" in table and "| – | – | – |" in table
+
+
+def test_the_eval_report_lists_only_the_rounds_of_the_runs_it_reads(tmp_path, monkeypatch):
+    """A store that holds several RL runs (rl.seeds beside the demo's) reports the rounds of the evaluated models'
+    runs only: the RL run and its control behind `<run>/round-N` folders, not a sibling seed's."""
+    from seekhelp.evaluation.harness import rounds_of
+
+    monkeypatch.chdir(tmp_path)
+    rows = [{"run": run, "round": r} for run in ("data/models/rl/demo", "data/models/rl/demo/control",
+                                                 "data/models/rl/seeds/seed-1", "data/models/rl/seeds/seed-1/control")
+            for r in (0, 1)]
+    control = str(tmp_path / "data/models/rl/demo/control/round-1")  # an absolute path names the same run
+    got = rounds_of(rows, ["data/models/sft/demo", "data/models/rl/demo/round-1", control])
+    want = {(run, r) for run in ("data/models/rl/demo", "data/models/rl/demo/control") for r in (0, 1)}
+    assert {(r["run"], r["round"]) for r in got} == want
+    assert rounds_of(rows, ["data/models/sft/demo"]) == []
