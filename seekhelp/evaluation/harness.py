@@ -8,7 +8,8 @@ batches the SLM and overlaps the LLM calls), inside one event loop for the whole
 Before the first run every endpoint the plan uses is started and checked with one real call (a wrong URL or model
 id stops the eval in seconds). Each finished run is recorded in `eval_runs_done`; when a later run fails, the
 report is still written for the runs that finished (marked incomplete), and a rerun of the same recipe reuses the
-finished runs from the store (same recipe, same SLM weights) instead of running them again.
+finished runs from the store (same recipe, same SLM weights) instead of running them again. Any eval also reuses a
+run that another eval finished with the same strategy, settings, SLM weights, LLM endpoint and questions (`run_key`).
 """
 
 import asyncio
@@ -36,6 +37,7 @@ EVAL_RUNS_DONE_DDL = """
 CREATE TABLE IF NOT EXISTS eval_runs_done (
     eval_id VARCHAR, run_name VARCHAR, slm_key VARCHAR, wall_s DOUBLE, trajectory_ids VARCHAR[],
     finished_at TIMESTAMP, PRIMARY KEY (eval_id, run_name));
+ALTER TABLE eval_runs_done ADD COLUMN IF NOT EXISTS run_key VARCHAR;
 """
 
 
@@ -51,22 +53,42 @@ def slm_key(slm: str) -> str:
     return content_hash(slm, [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
 
 
-def finished_run(store, eval_id: str, run_name: str, slm: str) -> tuple[list[Trajectory], float] | None:
-    """The stored trajectories and wall time of this run when an earlier attempt of the same eval finished it."""
-    rows = store.sql("SELECT slm_key, wall_s, trajectory_ids FROM eval_runs_done WHERE eval_id = $e AND "
+def run_key(recipe: EvalRecipe, run: RunSpec, slm: str, question_ids) -> str:
+    """What a run's trajectories depend on: its strategy and settings (not its name), the SLM's weights, the LLM
+    endpoint, the runtime and SLM serving settings, and the questions. Two evals whose runs share a key (an
+    `sft.seeds` read that re-reads the last read's models) reuse one run's trajectories, not generate them again."""
+    return content_hash({"run": {k: v for k, v in to_dict(run).items() if k not in ("name", "slm")},
+                         "guard": run.guard or recipe.runtime.guard, "slm": slm_key(slm),
+                         "llm": None if run.strategy == "slm_cot" else to_dict(recipe.endpoint(run.llm)),
+                         "runtime": to_dict(recipe.runtime), "slm_batch_size": recipe.slm_batch_size,
+                         "slm_serving": to_dict(recipe.slm_serving), "questions": sorted(question_ids)}, length=16)
+
+
+def finished_run(store, eval_id: str, run_name: str, slm: str,
+                 key: str | None = None) -> tuple[list[Trajectory], float, str] | None:
+    """The stored trajectories, wall time and eval id of this run when an earlier attempt of the same eval finished
+    it, or else (given its run_key) when another eval finished the same run."""
+    rows = store.sql("SELECT slm_key, wall_s, trajectory_ids, eval_id FROM eval_runs_done WHERE eval_id = $e AND "
                      "run_name = $r", {"e": eval_id, "r": run_name}).to_dicts()
-    if not rows or rows[0]["slm_key"] != slm_key(slm):
-        return None
-    ids = list(rows[0]["trajectory_ids"] or [])
-    trajs = store.trajectories(ids)
-    return (trajs, rows[0]["wall_s"]) if len(trajs) == len(ids) else None
+    rows = [r for r in rows if r["slm_key"] == slm_key(slm)]
+    if not rows and key is not None:
+        rows = store.sql("SELECT slm_key, wall_s, trajectory_ids, eval_id FROM eval_runs_done WHERE run_key = $k "
+                         "ORDER BY finished_at DESC", {"k": key}).to_dicts()
+    for row in rows:
+        ids = list(row["trajectory_ids"] or [])
+        trajs = store.trajectories(ids)
+        if len(trajs) == len(ids):
+            return trajs, row["wall_s"], row["eval_id"]
+    return None
 
 
-def mark_finished(store, eval_id: str, run_name: str, slm: str, trajs: list[Trajectory], wall: float) -> None:
+def mark_finished(store, eval_id: str, run_name: str, slm: str, trajs: list[Trajectory], wall: float,
+                  key: str | None = None) -> None:
     with store.transaction() as con:
         con.execute("DELETE FROM eval_runs_done WHERE eval_id = ? AND run_name = ?", [eval_id, run_name])
-        con.execute("INSERT INTO eval_runs_done VALUES (?, ?, ?, ?, ?, now())",
-                    [eval_id, run_name, slm_key(slm), wall, [t.id for t in trajs]])
+        con.execute("INSERT INTO eval_runs_done (eval_id, run_name, slm_key, wall_s, trajectory_ids, finished_at, "
+                    "run_key) VALUES (?, ?, ?, ?, ?, now(), ?)",
+                    [eval_id, run_name, slm_key(slm), wall, [t.id for t in trajs], key])
 
 EVAL_METRICS_DDL = """
 CREATE TABLE IF NOT EXISTS eval_metrics (
@@ -232,14 +254,21 @@ async def _run_all(recipe, store, endpoints, slms, plan, questions, run_id, prog
         await preflight(recipe, endpoints, plan)
         for kind, run, slm in plan:
             progress.update(task, description=f"{run.name} ({len(questions)} q)")
-            if (done := finished_run(store, recipe.eval_id, run.name, slm)) is not None:
-                log.info("%s: finished by an earlier attempt of this eval, reused from the store", run.name)
+            key = run_key(recipe, run, slm, questions)
+            if (done := finished_run(store, recipe.eval_id, run.name, slm, key)) is not None:
+                trajs, wall, by = done
+                if by == recipe.eval_id:
+                    log.info("%s: finished by an earlier attempt of this eval, reused from the store", run.name)
+                else:
+                    log.info("%s: the same run (strategy, SLM weights, LLM, settings, questions) finished in eval "
+                             "%s, reused from the store", run.name, by)
+                    mark_finished(store, recipe.eval_id, run.name, slm, trajs, wall, key)
                 slms.done(slm)
-                results.append((kind, run, slm, *done))
+                results.append((kind, run, slm, trajs, wall))
                 progress.advance(task)
                 continue
             try:
-                trajs, wall = await _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id)
+                trajs, wall = await _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id, key)
             except Exception as e:  # keep what finished: the report is written for the runs before this one
                 log.error("%s failed: %s", run.name, one_line(e), exc_info=not isinstance(e, SeekhelpError))
                 failure = (run.name, e)
@@ -254,7 +283,7 @@ async def _run_all(recipe, store, endpoints, slms, plan, questions, run_id, prog
     return results, judge, failure
 
 
-async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
+async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id, key=None):
     from seekhelp.strategies import StrategyContext, run_strategy
 
     e = recipe.endpoint(run.llm)
@@ -270,7 +299,7 @@ async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id):
     for t in trajs:
         t.strategy = run.strategy
     store_run(store, trajs, questions, run_id)
-    mark_finished(store, recipe.eval_id, run.name, slm, trajs, wall)
+    mark_finished(store, recipe.eval_id, run.name, slm, trajs, wall, key)
     em = sum(aggregate.metrics.exact_match(t.final_answer, questions[t.question_id].answers) for t in trajs)
     log.info("%s: EM %d/%d, %d LLM calls, %.1f s", run.name, em, len(trajs), sum(t.n_llm_calls for t in trajs), wall)
     return trajs, wall

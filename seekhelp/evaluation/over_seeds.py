@@ -44,7 +44,8 @@ def outcomes(store_path: str, eval_id: str, models: dict) -> dict:
     with Store(store_path, read_only=True) as store:
         rows = store.sql("SELECT t.slm, t.question_id, t.final_answer, t.n_llm_calls, q.answers, "
                          "json_extract_string(q.meta, '$.kind') AS kind FROM trajectories t "
-                         "JOIN questions q ON q.id = t.question_id WHERE t.run_id = ? AND t.strategy = 'dynamic' "
+                         "JOIN questions q ON q.id = t.question_id WHERE t.strategy = 'dynamic' AND t.id IN "
+                         "(SELECT unnest(trajectory_ids) FROM eval_runs_done WHERE eval_id = ?) "
                          "ORDER BY t.sample_index", [eval_id]).to_dicts()
     for r in rows:
         for key in by_slm.get(r["slm"], []):

@@ -7,6 +7,7 @@ Every server here is a real OpenAI-compatible HTTP server on 127.0.0.1 driven by
 import asyncio
 import json
 import time
+from dataclasses import replace
 
 import openai
 import pytest
@@ -173,6 +174,33 @@ def test_eval_keeps_the_finished_runs_when_the_last_fails_and_a_rerun_reuses_the
     assert result["report"] == str(report) and "Incomplete" not in text and "| cot |" in text
     rows = run_sql(recipe.store, "SELECT run_name, n FROM eval_metrics WHERE dataset = 'geo-test' ORDER BY 1")
     assert rows.to_dicts()[:2] == [{"run_name": "cot", "n": 5}, {"run_name": "direct", "n": 5}]
+
+
+def test_another_eval_reuses_a_finished_run_with_the_same_settings_and_reruns_a_changed_one(tmp_path,
+                                                                                         tiny_model_dir):
+    """A second recipe (another name, other run names: an sft.seeds read that re-reads a model) reuses each run that
+    an earlier eval finished with the same strategy, SLM weights, endpoint, settings and questions; a changed
+    setting runs again."""
+    from seekhelp.evaluation.harness import run_eval
+
+    with ScriptedServer() as srv:
+        first = _eval_recipe(tmp_path, srv.base_url, tiny_model_dir)
+        run_eval(first)
+        assert len(srv.requests) == 2 * len(QUESTIONS)
+        second = replace(first, name="again", runs=[replace(r, name=f"{r.name} again") for r in first.runs])
+        second.runs[1] = replace(second.runs[1], guard="off")  # a changed setting: this run only goes again
+        assert second.eval_id != first.eval_id
+        run_eval(second)
+        assert len(srv.requests) == 3 * len(QUESTIONS)
+    rows = run_sql(first.store, "SELECT eval_id, run_name, em FROM eval_metrics WHERE dataset = 'geo-test' "
+                   "ORDER BY run_name").to_dicts()
+    by_eval = {(r["eval_id"], r["run_name"]): r["em"] for r in rows}
+    assert by_eval[(second.eval_id, "direct again")] == by_eval[(first.eval_id, "direct")]
+    ids = run_sql(first.store, "SELECT eval_id, trajectory_ids FROM eval_runs_done WHERE run_name LIKE 'direct%' "
+                  "ORDER BY eval_id").to_dicts()
+    assert len(ids) == 2 and sorted(ids[0]["trajectory_ids"]) == sorted(ids[1]["trajectory_ids"])
+    text = (tmp_path / "reports" / "again" / "report.md").read_text()
+    assert "| direct again |" in text and "| cot again |" in text
 
 
 def test_eval_stops_before_any_run_on_a_wrong_model_id(tmp_path, tiny_model_dir):
