@@ -10,7 +10,8 @@ so it is read here over N seeds, on validation, the way `sft.seeds` reads SFT re
 Each seed runs `python -m rl.loop --config C --set seed=S --set output_dir=<runs_dir>/seed-S` (rollouts sample with
 seed S + 1000 r; RL's and the control's retrains take `--seed S`; a finished seed is skipped by the loop's own
 resume), then one eval (`--eval`, evals/validation.yaml by default) reads each seed's RL final and control final
-with `dynamic`, guard off, and the SFT start once. Written to `<reports_dir>/<name>/seeds.md` (+ seeds.json): per arm
+with `dynamic`, guard off, and the SFT start once (a model an earlier eval read with the same settings is not
+run again: seekhelp.evaluation.reuse). Written to `<reports_dir>/<name>/seeds.md` (+ seeds.json): per arm
 and seed, EM and the decision rates; RL and SFT against the control, pooled over the seeds question by question.
 The RL loop keeps its best round on its own `validation_questions` (the first of the split), so those questions
 are in the read too: RL is favoured on them, and the report's question count says how many the read has.

@@ -11,7 +11,8 @@ noise, so a recipe or data change is read here over N seeds per arm, on the same
 
 An arm is a name, an SFT recipe and extra `sft.train` flags. Each arm × seed trains into
 `<models_dir>/<arm>/seed-<seed>` (a folder that already holds `train_metrics.json` is kept: a rerun trains only what
-is missing), then one eval (`--eval`, evals/validation.yaml by default) reads every model with `dynamic`, guard off.
+is missing), then one eval (`--eval`, evals/validation.yaml by default) reads every model with `dynamic`, guard off
+(a model an earlier read evaluated with the same settings is not run again: seekhelp.evaluation.reuse).
 Printed and written to `<reports_dir>/<name>/seeds.md` (+ seeds.json): per arm and seed, EM, self-contained answered
 alone, questions that need a fact asked, other-fact asked; per arm the mean over seeds; and every arm against the
 first, pooled: per question the difference averaged over the seeds, with a bootstrap interval that resamples
