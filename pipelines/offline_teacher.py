@@ -7,7 +7,10 @@ sub-question(s) (never a private fact), the LLM answers with the fact from the k
 with the bare entity. Two-hop questions are asked either in one message or in two. An underspecified question first
 gets the request that names no place; the LLM asks back with `<need>` (the wording of the offline experts,
 `seekhelp.knowledge.need_text`), and the SLM supplies the missing PUBLIC detail, the place's name, never a private
-one, before it gets the fact.
+one, before it gets the fact. (Read on validation, not adopted: naming the place at once in 80 % of them cut the SFT
+model's LLM calls on underspecified questions from 1.90 to 1.13 over three seeds, but it asked less everywhere else
+too: needs a fact asked -5.9 [-9.0, -3.1], states another fact asked -25.8, EM -1.7 [-6.9, +3.6]. The two-request
+dialogues carry part of what teaches asking.)
 Wording is varied by a seeded RNG, so N samples of one question differ.
 The SLM side reads the question alone (seekhelp.conversation): the private facts are in its text.
 
