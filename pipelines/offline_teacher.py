@@ -39,7 +39,11 @@ PREFIX = ["", "", "Quick question: ", "A factual question: "]
 # states that" / "states only that"): questions that state another fact asked 59.1 % (was 22.7 %, n=22), every
 # question that needs a fact 89.6 % (82.3 %), self-contained answered alone 62.5 % (70.8 %, n=24), EM 45.8 % (50.0 %;
 # paired difference -4.2 [-15.0, +6.7]), INScore 0.68 (0.67). A variant whose other-fact think read "It states only
-# that" (the decision again one token after "states") asked on 9.1 % of them.
+# that" (the decision again one token after "states") asked on 9.1 % of them. Read, not adopted (offline-teacher/9,
+# three SFT seeds, 120 validation questions): writing the stated fact as its relation's phrase ("It states a language
+# spoken in Mali: French, which gives it") raised self-contained answered alone 76.4 -> 93.1 % (+16.7 [+5.6, +27.8]),
+# needs-a-fact asked 95.8 -> 97.6 and other-fact asked 81.8 -> 92.4, but EM fell 3.1 [-8.3, +2.2], past the -1.0 its
+# rule allowed.
 THINK_ASK = [
     "The question asks for {need}. It does not state it. That is public, so I ask for it alone.",
     "The question asks for {need}. It does not state it; I ask for it without naming anyone.",
