@@ -2,6 +2,8 @@
 everything its trajectories depend on), so a rerun of the same recipe, or another eval with the same run, reads the
 stored trajectories instead of generating them again."""
 
+import functools
+import hashlib
 from pathlib import Path
 
 from seekhelp.config import to_dict
@@ -24,11 +26,24 @@ def slm_key(slm: str) -> str:
     return content_hash(slm, [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files])
 
 
+@functools.lru_cache(maxsize=1)
+def code_key() -> str:
+    """A hash of the package's own files: trajectories depend on its code (the protocol, the episode loop, the
+    grounded expert's retrieval), so a run another version generated is not reused."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def run_key(recipe: EvalRecipe, run: RunSpec, slm: str, question_ids) -> str:
     """What a run's trajectories depend on: its strategy and settings (not its name), the SLM's weights, the LLM
-    endpoint, the runtime and SLM serving settings, and the questions. Two evals whose runs share a key (an
-    `sft.seeds` read that re-reads the last read's models) reuse one run's trajectories, not generate them again."""
-    return content_hash({"run": {k: v for k, v in to_dict(run).items() if k not in ("name", "slm")},
+    endpoint, the runtime and SLM serving settings, the questions and the package's code. Two evals whose runs share
+    a key (an `sft.seeds` read that re-reads the last read's models) reuse one run's trajectories, not generate them
+    again."""
+    return content_hash({"code": code_key(),
+                         "run": {k: v for k, v in to_dict(run).items() if k not in ("name", "slm")},
                          "guard": run.guard or recipe.runtime.guard, "slm": slm_key(slm),
                          "llm": None if run.strategy == "slm_cot" else to_dict(recipe.endpoint(run.llm)),
                          "runtime": to_dict(recipe.runtime), "slm_batch_size": recipe.slm_batch_size,
@@ -39,9 +54,9 @@ def finished_run(store, eval_id: str, run_name: str, slm: str,
                  key: str | None = None) -> tuple[list[Trajectory], float, str] | None:
     """The stored trajectories, wall time and eval id of this run when an earlier attempt of the same eval finished
     it, or else (given its run_key) when another eval finished the same run."""
-    rows = store.sql("SELECT slm_key, wall_s, trajectory_ids, eval_id FROM eval_runs_done WHERE eval_id = $e AND "
-                     "run_name = $r", {"e": eval_id, "r": run_name}).to_dicts()
-    rows = [r for r in rows if r["slm_key"] == slm_key(slm)]
+    rows = store.sql("SELECT slm_key, wall_s, trajectory_ids, eval_id, run_key FROM eval_runs_done WHERE eval_id = $e "
+                     "AND run_name = $r", {"e": eval_id, "r": run_name}).to_dicts()
+    rows = [r for r in rows if r["slm_key"] == slm_key(slm) and (key is None or r["run_key"] in (None, key))]
     if not rows and key is not None:
         rows = store.sql("SELECT slm_key, wall_s, trajectory_ids, eval_id FROM eval_runs_done WHERE run_key = $k "
                          "ORDER BY finished_at DESC", {"k": key}).to_dicts()

@@ -203,6 +203,22 @@ def test_another_eval_reuses_a_finished_run_with_the_same_settings_and_reruns_a_
     assert "| direct again |" in text and "| cot again |" in text
 
 
+def test_a_run_that_other_code_generated_is_not_reused(tmp_path, tiny_model_dir, monkeypatch):
+    """The reuse key holds a hash of the package's files: after a code change (an upgrade, a fixed retrieval) another
+    eval with the same settings generates its runs again."""
+    from seekhelp.evaluation import reuse
+    from seekhelp.evaluation.harness import run_eval
+
+    assert reuse.code_key() == reuse.code_key() and len(reuse.code_key()) == 16
+    with ScriptedServer() as srv:
+        first = _eval_recipe(tmp_path, srv.base_url, tiny_model_dir)
+        run_eval(first)
+        n = len(srv.requests)
+        monkeypatch.setattr(reuse, "code_key", lambda: "another-version")
+        run_eval(replace(first, name="upgraded", runs=[replace(r, name=f"{r.name} 2") for r in first.runs]))
+        assert len(srv.requests) == 2 * n
+
+
 def test_eval_stops_before_any_run_on_a_wrong_model_id(tmp_path, tiny_model_dir):
     from seekhelp.evaluation.harness import run_eval
 
