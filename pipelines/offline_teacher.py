@@ -10,7 +10,9 @@ gets the request that names no place; the LLM asks back with `<need>` (the wordi
 one, before it gets the fact. (Read on validation, not adopted: naming the place at once in 80 % of them cut the SFT
 model's LLM calls on underspecified questions from 1.90 to 1.13 over three seeds, but it asked less everywhere else
 too: needs a fact asked -5.9 [-9.0, -3.1], states another fact asked -25.8, EM -1.7 [-6.9, +3.6]. The two-request
-dialogues carry part of what teaches asking.)
+dialogues carry part of what teaches asking. Keeping the ask-back dialogue and adding a direct one for each of them
+cut the calls to 1.49 at EM -0.6 [-6.4, +5.3], but needs-a-fact asked fell 2.8 [-6.2, +0.3], past the -2.0 its rule
+allowed; not adopted either.)
 Wording is varied by a seeded RNG, so N samples of one question differ.
 The SLM side reads the question alone (seekhelp.conversation): the private facts are in its text.
 
