@@ -44,8 +44,8 @@ LANGUAGES = {
 # stemming as the query's tokens, and phrases compared on the folded text. Without them the expert missed its fact on
 # requests the teacher itself writes: "How many people live in Peru?", "What is the number of people living in Peru?"
 # and "Roughly how many inhabitants does Peru have?" retrieved the population fact for 0 of the 120 largest
-# countries (the grounded 135M expert answered 0 of 52 such requests in validation evals), "Name a country next to
-# Peru." 3 of 112.
+# countries (the grounded 135M expert answered 0 of 52 such requests in validation evals and RL rollouts); "Name a
+# country next to Peru." 3 of 112 (51 with the phrases).
 RELATION_WORDS = {
     "capital": {"capital"},
     "currency": {"currency", "currencies", "money", "cash", "banknote", "banknotes"},
