@@ -239,7 +239,9 @@ async def _one_run(recipe, store, endpoints, slms, run, slm, questions, run_id, 
     llm = NoLLM() if run.strategy == "slm_cot" else endpoints.backend(run.llm)
     ctx = StrategyContext(slm=await slms.aget(slm), llm=llm, grounder=endpoints.grounder(e),
                           config=replace(recipe.runtime, guard=run.guard or recipe.runtime.guard,
-                                         run_tag=run.name),  # two runs never share trajectory ids
+                                         # two runs never share trajectory ids, nor does a run regenerated
+                                         # (new code or weights) with the one an earlier eval stored
+                                         run_tag=f"{run.name}/{key}" if key else run.name),
                           cascade_threshold=run.cascade_threshold, redactor=run.redactor)
     t0 = time.perf_counter()
     trajs = await run_strategy(run.strategy, ctx, list(questions.values()))

@@ -219,6 +219,28 @@ def test_a_run_that_other_code_generated_is_not_reused(tmp_path, tiny_model_dir,
         assert len(srv.requests) == 2 * n
 
 
+def test_a_regenerated_run_keeps_the_earlier_evals_trajectories(tmp_path, tiny_model_dir, monkeypatch):
+    """A run regenerated under new code (or new weights at the same path) stores new trajectories beside the old
+    ones: the earlier eval's `eval_runs_done` still points at what it measured."""
+    from seekhelp.evaluation import reuse
+    from seekhelp.evaluation.harness import run_eval
+
+    def ids(recipe):
+        rows = run_sql(recipe.store, f"SELECT trajectory_ids FROM eval_runs_done WHERE eval_id = '{recipe.eval_id}'")
+        return {i for row in rows["trajectory_ids"] for i in row}
+
+    with ScriptedServer() as srv:
+        first = _eval_recipe(tmp_path, srv.base_url, tiny_model_dir)
+        run_eval(first)
+        monkeypatch.setattr(reuse, "code_key", lambda: "another-version")
+        upgraded = replace(first, name="upgraded")
+        run_eval(upgraded)
+    old, new = ids(first), ids(upgraded)
+    assert old and new and not old & new
+    stored = set(run_sql(first.store, "SELECT id FROM trajectories")["id"])
+    assert old | new <= stored
+
+
 def test_eval_stops_before_any_run_on_a_wrong_model_id(tmp_path, tiny_model_dir):
     from seekhelp.evaluation.harness import run_eval
 
