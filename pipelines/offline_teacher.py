@@ -45,7 +45,9 @@ PREFIX = ["", "", "Quick question: ", "A factual question: "]
 # three SFT seeds, 120 validation questions): writing the stated fact as its relation's phrase ("It states a language
 # spoken in Mali: French, which gives it") raised self-contained answered alone 76.4 -> 93.1 % (+16.7 [+5.6, +27.8]),
 # needs-a-fact asked 95.8 -> 97.6 and other-fact asked 81.8 -> 92.4, but EM fell 3.1 [-8.3, +2.2], past the -1.0 its
-# rule allowed.
+# rule allowed. Read again after the expert's retrieval fix, on new seeds (45, 46; both arms trained again, same
+# rule): EM 62.9 -> 56.7 (-6.2 [-11.2, -1.2]), answered alone 91.7 -> 95.8 (+4.2 [-4.2, +12.5], rule +5.0), asked
+# -0.5, other-fact asked -2.3: not adopted. The demo's own thinks reached 91.7 % alone on these seeds.
 THINK_ASK = [
     "The question asks for {need}. It does not state it. That is public, so I ask for it alone.",
     "The question asks for {need}. It does not state it; I ask for it without naming anyone.",
