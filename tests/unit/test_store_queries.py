@@ -122,3 +122,38 @@ def test_stats_query(db):
     row = run_sql(db, load_query("stats")).row(0, named=True)
     assert (row["source"], row["split"], row["strategy"], row["n"]) == ("geo", "train", "dynamic", 4)
     assert (row["em_pct"], row["avg_turns"], row["leak_pct"], row["format_ok_pct"]) == (50.0, 1.5, 25.0, 100.0)
+
+
+def test_expert_replies_score_each_request_wording_against_the_fact_asked(db):
+    """Replies are grouped by the request with the hop's subject masked; a reply is answered when it carries a gold
+    alias of that hop; other splits and replies to requests that name no subject are left out."""
+    import dataclasses
+
+    from seekhelp.records import Turn
+
+    def ask(q, request, reply, sample):
+        t = traj(q, n_llm=0, sample=sample)
+        t.turns[:0] = [Turn("slm", "x", "message", request, "think"),
+                       Turn("llm", f"<information>{reply}</information>", "information", reply, sent=request)]
+        return t
+
+    hop = {"relation": "currency", "subject": "Peru", "answers": ["Sol", "Peruvian sol"], "object": "the Sol"}
+    other = {"relation": "currency", "subject": "Chile", "answers": ["Peso"], "object": "the Peso"}
+    q0 = dataclasses.replace(question(0, split="validation"), meta={"hops": [hop]})
+    q1 = dataclasses.replace(question(1, split="validation"), meta={"hops": [other]})
+    q2 = dataclasses.replace(question(2, split="test"), meta={"hops": [hop]})
+    trajs = [ask(q0, "Which currency does Peru use?", "Peru uses the sol.", 0),
+             ask(q0, "Which currency is legal tender in Peru?", "The dollar.", 1),
+             ask(q1, "Which currency is legal tender in Chile?", "The Chilean peso (CLP).", 0),
+             ask(q1, "Which currency is used there?", "The peso.", 1),
+             ask(q2, "Which currency does Peru use?", "The dollar.", 0)]
+    with Store(db) as s:
+        s.add_questions([q0, q1, q2])
+        s.add_trajectories(trajs)
+    out = run_sql(db, load_query("expert_replies"))
+    got = {(r["wording"], r["n"], r["answered_pct"]) for r in out.to_dicts()}
+    assert got == {("Which currency is legal tender in {s}?", 2, 50.0), ("Which currency does {s} use?", 1, 100.0)}
+    assert set(run_sql(db, load_query("expert_replies"), {"min_n": 2})["wording"]) == {
+        "Which currency is legal tender in {s}?"}
+    everywhere = run_sql(db, load_query("expert_replies"), {"split": "*"}).to_dicts()
+    assert ("Which currency does {s} use?", 2, 50.0) in {(r["wording"], r["n"], r["answered_pct"]) for r in everywhere}
