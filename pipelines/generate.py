@@ -8,6 +8,7 @@ skipped, and the run id is a hash of the recipe, so running the same recipe twic
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -65,6 +66,9 @@ class InjectionConfig:
     temperature: float = 0.7
     max_new_tokens: int = 256
     chunk_size: int = 256  # llm: seeds per distilabel run; each chunk is stored before the next starts (resume)
+    # offline: probe sets, a sensitive detail -> splits, e.g. {id: [validation]}: every question of those splits
+    # composed again with that detail (source <source>-probe-<detail>, meta.probe), for the eval only (not taught)
+    probes: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -137,7 +141,9 @@ def produced_splits(recipe: "DataRecipe") -> set[tuple[str, str]]:
 
     cfg = recipe.seeds
     if cfg.kind == "offline":
-        return {("geo", s) for s, n in cfg.n_per_split.items() if n != 0}
+        splits = {s for s, n in cfg.n_per_split.items() if n != 0}
+        return {("geo", s) for s in splits} | {(f"geo-probe-{d}", s) for d, probe_splits in
+                                               recipe.injection.probes.items() for s in probe_splits if s in splits}
     if cfg.kind == "hub":
         for src in cfg.sources:
             seed_files.check_split_plan(src.name, src.splits, src.carve)
@@ -161,12 +167,33 @@ def _seed_id(seed) -> str:
     return seed.id if hasattr(seed, "id") else content_hash("seed", seed.get("question"), seed.get("answers"))
 
 
+def check_probes(recipe: DataRecipe) -> None:
+    """Refuse probes the offline injector cannot compose, before any work."""
+    from pipelines.families import DETAILS
+
+    if not recipe.injection.probes:
+        return
+    if recipe.injection.kind != "offline" or recipe.seeds.kind != "offline":
+        raise RecipeError("injection.probes: only the offline injector on offline seeds composes probes")
+    known = sorted({d[0] for d in DETAILS[0]})
+    if bad := sorted(set(recipe.injection.probes) - set(known)):
+        raise RecipeError(f"injection.probes: {bad} are not sensitive details the injector draws ({known})")
+
+
 def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict]]:
     from pipelines.offline_inject import inject as offline_inject
 
     res = offline_inject(seeds, seed=recipe.seeds.seed)
     rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]} for r in res.rejected]
-    return res.questions, rejected
+    questions, ids = list(res.questions), {q.id for q in res.questions}
+    for detail, splits in recipe.injection.probes.items():
+        probe = offline_inject([s for s in seeds if s.split in splits], seed=recipe.seeds.seed, detail=detail)
+        # a question that drew this very detail is its own probe: stored once, under its own source
+        new = [dataclasses.replace(q, source=f"{q.source}-probe-{detail}") for q in probe.questions if q.id not in ids]
+        log.info("probe %s: %d questions (%d already carry it)", detail, len(new), len(probe.questions) - len(new))
+        questions += new
+        ids |= {q.id for q in new}
+    return questions, rejected
 
 
 def teacher_dialogues(recipe: DataRecipe, questions: list[Question], shard_dir: Path, run_id: str) -> None:
@@ -220,6 +247,7 @@ def run(recipe: DataRecipe) -> dict:
     from seekhelp.store import Store
 
     t0 = time.perf_counter()
+    check_probes(recipe)
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge
@@ -256,7 +284,7 @@ def run(recipe: DataRecipe) -> dict:
                 store.ingest_shards(shard_dir)
             have = set(store.sql("SELECT DISTINCT question_id FROM trajectories WHERE strategy = 'teacher'")
                        ["question_id"].to_list())
-            todo = [q for q in questions if q.id not in have
+            todo = [q for q in questions if q.id not in have and not q.meta.get("probe")
                     and (recipe.teacher.splits is None or q.split in recipe.teacher.splits)]
             log.info("teacher dialogues for %d questions (%d already stored)", len(todo), len(questions) - len(todo))
             if todo:

@@ -78,8 +78,11 @@ def answer_in(text: str, answers: list[str]) -> str | None:
 class Injector:
     """Turns geography seeds into privacy-laden Questions; deterministic given `seed`."""
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
+    def __init__(self, seed: int = 0, detail: str | None = None) -> None:
+        self.seed, self.detail = seed, detail
+        if detail is not None and detail not in {d[0] for d in DETAILS[0]}:
+            raise ValueError(f"detail {detail!r} is none of the seen sensitive details "
+                             f"{sorted({d[0] for d in DETAILS[0]})}")
         self._fakers = {loc: Faker(loc) for loc in LOCALES}
 
     def _person(self, rng: random.Random, public: str) -> dict[str, str]:
@@ -144,9 +147,22 @@ class Injector:
             state = wording.format(s=subject_text(srel.name, stated["subject"]), o=stated["object"])
             slots |= {"state": state, "State": cap(state)}
             position, statement = take("statement", "all", STATEMENTS)
+        detail = None
         if held == "detail" or rng.random() < DETAIL_SHARE:
-            _, text, item = take("detail", "all", DETAILS)
+            detail = take("detail", "all", DETAILS)
             slots |= self._detail_values(rng, person["locale"])
+        if self.detail:  # a probe: the question as composed, its detail (if it drew one) replaced by this one
+            if detail:
+                members.pop(), heldout_used.pop()
+            else:  # values from a draw of their own, so the rest of the question stays as composed
+                own = random.Random(content_hash("probe", self.seed, s.question, s.answers))
+                slots |= self._detail_values(own, person["locale"])
+            i = next(i for i, d in enumerate(DETAILS[0]) if d[0] == self.detail)
+            detail = DETAILS[0][i]
+            members.append(f"detail:all:{i}")
+            heldout_used.append(False)
+        if detail:
+            _, text, item = detail
             parts.append(text)
             items.append(item)
         if position == "before":
@@ -208,6 +224,12 @@ class Injector:
         return out
 
 
-def inject(seeds: list[Seed], seed: int = 0) -> InjectResult:
-    """Privacy-injected Questions for the given geography seeds, plus the rejected ones with reasons."""
-    return Injector(seed).inject(seeds)
+def inject(seeds: list[Seed], seed: int = 0, detail: str | None = None) -> InjectResult:
+    """Privacy-injected Questions for the given geography seeds, plus the rejected ones with reasons. `detail`: a
+    probe, every question carries that sensitive detail (a kind of `DETAILS`' seen members, e.g. "id") where details
+    go, the rest composed as without it; such questions are marked ``meta["probe"]``."""
+    res = Injector(seed, detail).inject(seeds)
+    if detail:
+        for q in res.questions:
+            q.meta["probe"] = detail
+    return res

@@ -92,7 +92,8 @@ class RoundRunner:
         return arm
 
     def _questions(self, split: str, limit: int) -> list[Question]:
-        where = "split = $split" + (" AND source = $source" if self.recipe.source else "")
+        # probe questions (pipelines.generate: injection.probes) are for the eval only
+        where = "split = $split AND meta->>'probe' IS NULL" + (" AND source = $source" if self.recipe.source else "")
         params = {"split": split, "limit": limit} | ({"source": self.recipe.source} if self.recipe.source else {})
         # kinds take turns (the first n of a split hold every kind alike; a question without a kind is its own group)
         order = "row_number() OVER (PARTITION BY meta->>'kind' ORDER BY id), meta->>'kind', id"

@@ -2,6 +2,7 @@
 
 import re
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -208,3 +209,55 @@ def test_deterministic(seeds):
 def test_example_shape(result):
     q = next(q for q in result.questions if q.original_question == "What is the capital of Peru?")
     assert q.answers == ["Lima"] and "peru" in q.question.lower() and "lima" not in q.question.lower()
+
+
+def test_a_detail_probe_is_each_question_as_composed_with_that_detail(seeds, result):
+    val = [s for s in seeds if s.split == "validation"]
+    probe = inject(val, seed=0, detail="id")
+    plain = {q.meta["seed_id"]: q for q in result.questions if q.split == "validation"}
+    assert len(probe.questions) == len(plain) > 50
+    number = re.compile(r"passport number of the user's .* is ([A-Z]\d{8})\.$")
+    drew_it = compared = 0
+    for q in probe.questions:
+        p = plain[q.meta["seed_id"]]
+        assert q.meta["probe"] == "id" and q.answers == p.answers and q.meta["kind"] == p.meta["kind"]
+        ids = [m.group(1) for i in q.privacy_items if (m := number.search(i))]
+        assert len(ids) == 1 and ids[0].lower() in q.question.lower(), q.question  # woven in, exactly one
+        assert number.search(q.privacy_items[-1])  # the detail's item comes last, after the frame's
+        assert q.privacy_items[:-1] == p.privacy_items[:len(q.privacy_items) - 1]
+        assert len(p.privacy_items) - len(q.privacy_items) in (-1, 0)  # the plain one drew no detail, or one
+        drew_it += q.id == p.id  # it drew this very detail: the probe is the question itself
+        if q.meta["register"] != "typos":  # everything but the detail sentence as composed (typos move with it)
+            cut = re.compile(r" ?[^.?!]*\b(passport|treated|diagnosed|owes|salary|lives at|phone|bank)\b[^.?!]*\.",
+                             re.I)
+            assert cut.sub("", q.question) == cut.sub("", p.question), (q.question, p.question)
+            compared += 1
+    assert 0 < drew_it < len(plain) / 3 and compared > len(plain) / 2
+    with pytest.raises(ValueError, match="none of the seen sensitive details"):
+        inject(val[:1], seed=0, detail="address")  # a held-out detail is no probe: it would reach no train question
+
+
+def test_the_data_recipe_stores_each_probe_question_once_beside_the_plain_ones(seeds):
+    from pipelines.generate import DataRecipe, check_probes, inject_offline, produced_splits
+    from seekhelp.config import RecipeError, load_recipe
+
+    recipe = load_recipe(DataRecipe, Path(__file__).resolve().parents[2] / "pipelines/recipes/demo.yaml")
+    assert recipe.injection.probes == {"id": ["validation"]}
+    assert ("geo-probe-id", "validation") in produced_splits(recipe)
+    questions, _ = inject_offline(recipe, [s for s in seeds if s.split != "train"])
+    assert len({q.id for q in questions}) == len(questions)  # a plain question that drew a passport is its own probe
+    probes = [q for q in questions if q.source == "geo-probe-id"]
+    plain_val = [q for q in questions if q.source == "geo" and q.split == "validation"]
+    with_passport = [q for q in plain_val if "passport number" in " ".join(q.privacy_items)]
+    assert probes and all(q.split == "validation" and q.meta["probe"] == "id" for q in probes)
+    assert len(probes) + len(with_passport) == len(plain_val)  # every validation question, once, with a passport
+    for bad, why in (({"address": ["validation"]}, "not sensitive details"), ({"id": ["test"]}, None)):
+        recipe.injection.probes = bad
+        if why:
+            with pytest.raises(RecipeError, match=why):
+                check_probes(recipe)
+        else:
+            check_probes(recipe)
+    recipe.injection.kind = "llm"
+    with pytest.raises(RecipeError, match="only the offline injector"):
+        check_probes(recipe)

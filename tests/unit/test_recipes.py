@@ -22,7 +22,7 @@ CHAINS = {
     "demo": {"data": "pipelines/recipes/demo.yaml",
              "sft": ["sft/recipes/smollm2-135m/demo.yaml", "sft/recipes/smollm2-135m/lora.yaml"],
              "rl": ["rl/recipes/smollm2-135m/demo.yaml"],
-             "eval": ["evals/demo.yaml", "evals/sft-check.yaml", "evals/validation.yaml"]},
+             "eval": ["evals/demo.yaml", "evals/sft-check.yaml", "evals/validation.yaml", "evals/id-probe.yaml"]},
     "long": {"data": "pipelines/recipes/long.yaml",  # make demo PROFILE=long
              "sft": ["sft/recipes/smollm2-135m/long.yaml"],
              "rl": ["rl/recipes/smollm2-135m/long.yaml"],

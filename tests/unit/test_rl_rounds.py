@@ -126,3 +126,19 @@ def test_the_eval_report_lists_only_the_rounds_of_the_runs_it_reads(tmp_path, mo
     want = {(run, r) for run in ("data/models/rl/demo", "data/models/rl/demo/control") for r in (0, 1)}
     assert {(r["run"], r["round"]) for r in got} == want
     assert rounds_of(rows, ["data/models/sft/demo"]) == []
+
+
+def test_rounds_read_no_probe_question(tmp_path):
+    """The data recipe's probe questions (meta.probe, validation) are for the eval: RL's validation and train slices
+    never draw them, whatever the recipe's source filter."""
+    probe = Question(question="My friend lives in Peru. Her passport number is X12345678. Which capital?",
+                     answers=["Lima"], privacy_items=["x"], source="geo-probe-id", split="validation",
+                     meta={"kind": "one_missing", "probe": "id"})
+    store = Store(tmp_path / "s.duckdb")
+    store.add_questions([*QS, probe])
+    runner = RoundRunner.__new__(RoundRunner)
+    runner.store = store
+    for source in (None, "geo-probe-id"):
+        runner.recipe = SimpleNamespace(source=source)
+        got = {q.id for q in runner._questions("validation", 100)}
+        assert got == ({q.id for q in QS} if source is None else set())
