@@ -142,8 +142,9 @@ def produced_splits(recipe: "DataRecipe") -> set[tuple[str, str]]:
     cfg = recipe.seeds
     if cfg.kind == "offline":
         splits = {s for s, n in cfg.n_per_split.items() if n != 0}
-        return {("geo", s) for s in splits} | {(f"geo-probe-{d}", s) for d, probe_splits in
-                                               recipe.injection.probes.items() for s in probe_splits if s in splits}
+        probes = recipe.injection.probes if recipe.injection.kind == "offline" else {}
+        return {("geo", s) for s in splits} | {(f"geo-probe-{d}", s) for d, probe_splits in probes.items()
+                                               for s in probe_splits if s in splits}
     if cfg.kind == "hub":
         for src in cfg.sources:
             seed_files.check_split_plan(src.name, src.splits, src.carve)
@@ -167,17 +168,21 @@ def _seed_id(seed) -> str:
     return seed.id if hasattr(seed, "id") else content_hash("seed", seed.get("question"), seed.get("answers"))
 
 
-def check_probes(recipe: DataRecipe) -> None:
-    """Refuse probes the offline injector cannot compose, before any work."""
+def active_probes(recipe: DataRecipe) -> dict:
+    """The probes this run composes: only the offline injector on offline seeds composes them (with other seeds or
+    LLM injection they are skipped, with a warning); a detail the injector never draws is refused."""
     from pipelines.families import DETAILS
 
-    if not recipe.injection.probes:
-        return
-    if recipe.injection.kind != "offline" or recipe.seeds.kind != "offline":
-        raise RecipeError("injection.probes: only the offline injector on offline seeds composes probes")
+    probes = recipe.injection.probes
+    if not probes:
+        return {}
     known = sorted({d[0] for d in DETAILS[0]})
-    if bad := sorted(set(recipe.injection.probes) - set(known)):
+    if bad := sorted(set(probes) - set(known)):
         raise RecipeError(f"injection.probes: {bad} are not sensitive details the injector draws ({known})")
+    if recipe.injection.kind != "offline" or recipe.seeds.kind != "offline":
+        log.warning("injection.probes skipped: only the offline injector on offline seeds composes them")
+        return {}
+    return probes
 
 
 def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict]]:
@@ -186,7 +191,7 @@ def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict
     res = offline_inject(seeds, seed=recipe.seeds.seed)
     rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]} for r in res.rejected]
     questions, ids = list(res.questions), {q.id for q in res.questions}
-    for detail, splits in recipe.injection.probes.items():
+    for detail, splits in (recipe.injection.probes if recipe.seeds.kind == "offline" else {}).items():
         probe = offline_inject([s for s in seeds if s.split in splits], seed=recipe.seeds.seed, detail=detail)
         # a question that drew this very detail is its own probe: stored once, under its own source
         new = [dataclasses.replace(q, source=f"{q.source}-probe-{detail}") for q in probe.questions if q.id not in ids]
@@ -247,7 +252,7 @@ def run(recipe: DataRecipe) -> dict:
     from seekhelp.store import Store
 
     t0 = time.perf_counter()
-    check_probes(recipe)
+    active_probes(recipe)  # a bad detail name stops here, before any work
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge

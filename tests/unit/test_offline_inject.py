@@ -238,7 +238,7 @@ def test_a_detail_probe_is_each_question_as_composed_with_that_detail(seeds, res
 
 
 def test_the_data_recipe_stores_each_probe_question_once_beside_the_plain_ones(seeds):
-    from pipelines.generate import DataRecipe, check_probes, inject_offline, produced_splits
+    from pipelines.generate import DataRecipe, active_probes, inject_offline, produced_splits
     from seekhelp.config import RecipeError, load_recipe
 
     recipe = load_recipe(DataRecipe, Path(__file__).resolve().parents[2] / "pipelines/recipes/demo.yaml")
@@ -251,13 +251,10 @@ def test_the_data_recipe_stores_each_probe_question_once_beside_the_plain_ones(s
     with_passport = [q for q in plain_val if "passport number" in " ".join(q.privacy_items)]
     assert probes and all(q.split == "validation" and q.meta["probe"] == "id" for q in probes)
     assert len(probes) + len(with_passport) == len(plain_val)  # every validation question, once, with a passport
-    for bad, why in (({"address": ["validation"]}, "not sensitive details"), ({"id": ["test"]}, None)):
-        recipe.injection.probes = bad
-        if why:
-            with pytest.raises(RecipeError, match=why):
-                check_probes(recipe)
-        else:
-            check_probes(recipe)
-    recipe.injection.kind = "llm"
-    with pytest.raises(RecipeError, match="only the offline injector"):
-        check_probes(recipe)
+    recipe.injection.probes = {"address": ["validation"]}  # a held-out detail: it would reach no train question
+    with pytest.raises(RecipeError, match="not sensitive details"):
+        active_probes(recipe)
+    recipe.injection.probes = {"id": ["test"]}
+    assert active_probes(recipe) == {"id": ["test"]}
+    recipe.injection.kind = "llm"  # an LLM writes its own questions: the recipe's probes are skipped, not an error
+    assert active_probes(recipe) == {} and not any(src.startswith("geo-probe") for src, _ in produced_splits(recipe))
