@@ -142,9 +142,8 @@ def produced_splits(recipe: "DataRecipe") -> set[tuple[str, str]]:
     cfg = recipe.seeds
     if cfg.kind == "offline":
         splits = {s for s, n in cfg.n_per_split.items() if n != 0}
-        probes = recipe.injection.probes if recipe.injection.kind == "offline" else {}
-        return {("geo", s) for s in splits} | {(f"geo-probe-{d}", s) for d, probe_splits in probes.items()
-                                               for s in probe_splits if s in splits}
+        return {("geo", s) for s in splits} | {(f"geo-probe-{d}", s) for d, probe_splits in
+                                               active_probes(recipe).items() for s in probe_splits if s in splits}
     if cfg.kind == "hub":
         for src in cfg.sources:
             seed_files.check_split_plan(src.name, src.splits, src.carve)
@@ -170,19 +169,14 @@ def _seed_id(seed) -> str:
 
 def active_probes(recipe: DataRecipe) -> dict:
     """The probes this run composes: only the offline injector on offline seeds composes them (with other seeds or
-    LLM injection they are skipped, with a warning); a detail the injector never draws is refused."""
-    from pipelines.families import DETAILS
+    LLM injection: none); a detail the injector never draws is refused."""
+    from pipelines.offline_inject import PROBE_DETAILS
 
     probes = recipe.injection.probes
-    if not probes:
-        return {}
-    known = sorted({d[0] for d in DETAILS[0]})
-    if bad := sorted(set(probes) - set(known)):
-        raise RecipeError(f"injection.probes: {bad} are not sensitive details the injector draws ({known})")
-    if recipe.injection.kind != "offline" or recipe.seeds.kind != "offline":
-        log.warning("injection.probes skipped: only the offline injector on offline seeds composes them")
-        return {}
-    return probes
+    if bad := sorted(set(probes) - set(PROBE_DETAILS)):
+        raise RecipeError(f"injection.probes: {bad} are not sensitive details the injector draws "
+                          f"({list(PROBE_DETAILS)})")
+    return probes if recipe.injection.kind == "offline" and recipe.seeds.kind == "offline" else {}
 
 
 def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict]]:
@@ -191,7 +185,7 @@ def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict
     res = offline_inject(seeds, seed=recipe.seeds.seed)
     rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]} for r in res.rejected]
     questions, ids = list(res.questions), {q.id for q in res.questions}
-    for detail, splits in (recipe.injection.probes if recipe.seeds.kind == "offline" else {}).items():
+    for detail, splits in active_probes(recipe).items():
         probe = offline_inject([s for s in seeds if s.split in splits], seed=recipe.seeds.seed, detail=detail)
         # a question that drew this very detail is its own probe: stored once, under its own source
         new = [dataclasses.replace(q, source=f"{q.source}-probe-{detail}") for q in probe.questions if q.id not in ids]
@@ -252,7 +246,8 @@ def run(recipe: DataRecipe) -> dict:
     from seekhelp.store import Store
 
     t0 = time.perf_counter()
-    active_probes(recipe)  # a bad detail name stops here, before any work
+    if recipe.injection.probes and not active_probes(recipe):  # a bad detail name stops here, before any work
+        log.warning("injection.probes skipped: only the offline injector on offline seeds composes them")
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge

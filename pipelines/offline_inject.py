@@ -56,6 +56,7 @@ from seekhelp.records import Question, content_hash
 LOCALES = ("en_US", "en_GB", "es_ES", "fr_FR", "de_DE", "it_IT", "pt_BR", "nl_NL", "pl_PL", "sv_SE")
 PRONOUNS = {"f": {"he": "she", "him": "her", "his": "her"}, "m": {"he": "he", "him": "him", "his": "his"}}
 ATTEMPTS = 12  # compositions tried per seed before it is rejected
+PROBE_DETAILS = tuple(sorted({d[0] for d in DETAILS[0]}))  # what a probe may put in every question: seen details only
 
 
 @dataclass
@@ -80,9 +81,8 @@ class Injector:
 
     def __init__(self, seed: int = 0, detail: str | None = None) -> None:
         self.seed, self.detail = seed, detail
-        if detail is not None and detail not in {d[0] for d in DETAILS[0]}:
-            raise ValueError(f"detail {detail!r} is none of the seen sensitive details "
-                             f"{sorted({d[0] for d in DETAILS[0]})}")
+        if detail is not None and detail not in PROBE_DETAILS:
+            raise ValueError(f"detail {detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
         self._fakers = {loc: Faker(loc) for loc in LOCALES}
 
     def _person(self, rng: random.Random, public: str) -> dict[str, str]:
