@@ -51,8 +51,17 @@ def timer():
     from transformers import TrainerCallback
 
     class Timer(TrainerCallback):
+        losses: list
+
+        def __init__(self):
+            self.losses = []  # (step, logged training loss)
+
         def on_train_begin(self, args, state, control, **kw):
             self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if logs and "loss" in logs:
+                self.losses.append((state.global_step, logs["loss"]))
 
         def on_train_end(self, args, state, control, **kw):
             self.seconds, self.tokens, self.steps = time.perf_counter() - self.t0, state.num_input_tokens_seen, \

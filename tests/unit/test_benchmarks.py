@@ -108,3 +108,17 @@ def test_round_cost_tiny(capsys):
     slow, fast = out["settings"]["4"], out["settings"]["32"]
     assert slow["wall_s_simulated"] > fast["wall_s_simulated"] and out["speedup_last_vs_first"] > 1
     assert out["round_hours_at_full_capacity"] <= fast["round_hours"]
+
+
+@pytest.mark.filterwarnings("ignore")
+def test_sft_batching_tiny(capsys, tiny_model_dir, tmp_path):
+    from benchmarks.sft_batching import main
+    from benchmarks.sft_throughput import synthetic_dialogues
+
+    main(["--model", tiny_model_dir, "--dataset", synthetic_dialogues(tmp_path / "d", n=16), "--steps", "2"])
+    out = _json_line(capsys)
+    one, four = out["batch1_accum4"], out["batch4_accum1"]
+    assert out["figure"] == "sft_batching" and len(one["losses"]) == len(four["losses"]) == 2
+    assert one["tokens"] == four["tokens"] > 0  # the same dialogues in the same steps
+    assert out["max_abs_loss_diff"] < 0.05  # the same optimiser steps, up to rounding and padding
+    _positive(out, ["speedup"])
