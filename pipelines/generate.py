@@ -69,6 +69,9 @@ class InjectionConfig:
     # offline: probe sets, a sensitive detail -> splits, e.g. {id: [validation]}: every question of those splits
     # composed again with that detail (source <source>-probe-<detail>, meta.probe), for the eval only (not taught)
     probes: dict = field(default_factory=dict)
+    # offline: one seen detail added, from a draw of its own, to a share of the questions of some kinds and splits
+    # that drew none, e.g. {detail: id, share: 0.5, kinds: [underspecified], splits: [train]} (ExtraDetail)
+    extra_detail: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -179,14 +182,32 @@ def active_probes(recipe: DataRecipe) -> dict:
     return probes if recipe.injection.kind == "offline" and recipe.seeds.kind == "offline" else {}
 
 
+def extra_detail(recipe: DataRecipe):
+    """The recipe's `injection.extra_detail` as an ExtraDetail (None when unset); a bad one is refused."""
+    from pipelines.offline_inject import ExtraDetail
+
+    cfg = dict(recipe.injection.extra_detail or {})
+    if not cfg:
+        return None
+    for key in ("kinds", "splits"):
+        if key in cfg:
+            cfg[key] = tuple([cfg[key]] if isinstance(cfg[key], str) else cfg[key])
+    try:
+        return ExtraDetail(**cfg)
+    except (TypeError, ValueError) as e:
+        raise RecipeError(f"injection.extra_detail: {e}") from e
+
+
 def inject_offline(recipe: DataRecipe, seeds) -> tuple[list[Question], list[dict]]:
     from pipelines.offline_inject import inject as offline_inject
 
-    res = offline_inject(seeds, seed=recipe.seeds.seed)
+    extra = extra_detail(recipe)
+    res = offline_inject(seeds, seed=recipe.seeds.seed, extra=extra)
     rejected = [{"item_id": _seed_id(r["seed"]), "stage": "injection", "reason": r["reason"]} for r in res.rejected]
     questions, ids = list(res.questions), {q.id for q in res.questions}
     for detail, splits in active_probes(recipe).items():
-        probe = offline_inject([s for s in seeds if s.split in splits], seed=recipe.seeds.seed, detail=detail)
+        probe = offline_inject([s for s in seeds if s.split in splits], seed=recipe.seeds.seed, detail=detail,
+                               extra=extra)
         # a question that drew this very detail is its own probe: stored once, under its own source
         new = [dataclasses.replace(q, source=f"{q.source}-probe-{detail}") for q in probe.questions if q.id not in ids]
         log.info("probe %s: %d questions (%d already carry it)", detail, len(new), len(probe.questions) - len(new))
@@ -248,6 +269,8 @@ def run(recipe: DataRecipe) -> dict:
     t0 = time.perf_counter()
     if recipe.injection.probes and not active_probes(recipe):  # a bad detail name stops here, before any work
         log.warning("injection.probes skipped: only the offline injector on offline seeds composes them")
+    if extra_detail(recipe) and recipe.injection.kind != "offline":  # a bad one stops here too
+        log.warning("injection.extra_detail skipped: only the offline injector composes it")
     run_id = "data-" + content_hash(to_dict(recipe), length=12)
     shard_dir = Path(recipe.shards) / run_id
     needs_endpoint = recipe.injection.kind == "llm" or recipe.judge.llm_judge

@@ -59,6 +59,25 @@ ATTEMPTS = 12  # compositions tried per seed before it is rejected
 PROBE_DETAILS = tuple(sorted({d[0] for d in DETAILS[0]}))  # what a probe may put in every question: seen details only
 
 
+@dataclass(frozen=True)
+class ExtraDetail:
+    """One seen sensitive detail added, from a draw of its own, to `share` of the questions of `kinds` in `splits`
+    that drew no detail (e.g. passports beside the place-naming sentence the supply step after `<need>` copies)."""
+
+    detail: str
+    share: float
+    kinds: tuple[str, ...] = ("underspecified",)
+    splits: tuple[str, ...] = ("train",)
+
+    def __post_init__(self) -> None:
+        if self.detail not in PROBE_DETAILS:
+            raise ValueError(f"detail {self.detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
+        if not 0.0 <= self.share <= 1.0:
+            raise ValueError(f"share {self.share!r} is not between 0 and 1")
+        if bad := sorted(set(self.kinds) - set(KINDS)):
+            raise ValueError(f"kinds {bad} are none of {list(KINDS)}")
+
+
 @dataclass
 class InjectResult:
     questions: list[Question] = field(default_factory=list)
@@ -76,11 +95,19 @@ def answer_in(text: str, answers: list[str]) -> str | None:
     return next((a for a in answers if _norm(a).strip() and _norm(a) in t), None)
 
 
+def _seen_detail(name: str, members: list[str], heldout_used: list[bool]) -> tuple[str, str, str]:
+    """The first seen member of DETAILS of that kind, recorded as the question's detail member."""
+    i = next(i for i, d in enumerate(DETAILS[0]) if d[0] == name)
+    members.append(f"detail:all:{i}")
+    heldout_used.append(False)
+    return DETAILS[0][i]
+
+
 class Injector:
     """Turns geography seeds into privacy-laden Questions; deterministic given `seed`."""
 
-    def __init__(self, seed: int = 0, detail: str | None = None) -> None:
-        self.seed, self.detail = seed, detail
+    def __init__(self, seed: int = 0, detail: str | None = None, extra: ExtraDetail | None = None) -> None:
+        self.seed, self.detail, self.extra = seed, detail, extra
         if detail is not None and detail not in PROBE_DETAILS:
             raise ValueError(f"detail {detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
         self._fakers = {loc: Faker(loc) for loc in LOCALES}
@@ -151,16 +178,19 @@ class Injector:
         if held == "detail" or rng.random() < DETAIL_SHARE:
             detail = take("detail", "all", DETAILS)
             slots |= self._detail_values(rng, person["locale"])
+        extra = self.extra
+        if detail is None and extra and kind in extra.kinds and s.split in extra.splits:
+            own = random.Random(content_hash("extra-detail", self.seed, s.question, s.answers))  # the rest unchanged
+            if own.random() < extra.share:
+                slots |= self._detail_values(own, person["locale"])
+                detail = _seen_detail(extra.detail, members, heldout_used)
         if self.detail:  # a probe: the question as composed, its detail (if it drew one) replaced by this one
             if detail:
                 members.pop(), heldout_used.pop()
             else:  # values from a draw of their own, so the rest of the question stays as composed
                 own = random.Random(content_hash("probe", self.seed, s.question, s.answers))
                 slots |= self._detail_values(own, person["locale"])
-            i = next(i for i, d in enumerate(DETAILS[0]) if d[0] == self.detail)
-            detail = DETAILS[0][i]
-            members.append(f"detail:all:{i}")
-            heldout_used.append(False)
+            detail = _seen_detail(self.detail, members, heldout_used)
         if detail:
             _, text, item = detail
             parts.append(text)
@@ -224,11 +254,12 @@ class Injector:
         return out
 
 
-def inject(seeds: list[Seed], seed: int = 0, detail: str | None = None) -> InjectResult:
+def inject(seeds: list[Seed], seed: int = 0, detail: str | None = None,
+           extra: ExtraDetail | None = None) -> InjectResult:
     """Privacy-injected Questions for the given geography seeds, plus the rejected ones with reasons. `detail`: a
     probe, every question carries that sensitive detail (a kind of `DETAILS`' seen members, e.g. "id") where details
-    go, the rest composed as without it; such questions are marked ``meta["probe"]``."""
-    res = Injector(seed, detail).inject(seeds)
+    go, the rest composed as without it; such questions are marked ``meta["probe"]``. `extra`: see ExtraDetail."""
+    res = Injector(seed, detail, extra).inject(seeds)
     if detail:
         for q in res.questions:
             q.meta["probe"] = detail

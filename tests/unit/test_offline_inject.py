@@ -258,3 +258,41 @@ def test_the_data_recipe_stores_each_probe_question_once_beside_the_plain_ones(s
     assert active_probes(recipe) == {"id": ["test"]}
     recipe.injection.kind = "llm"  # an LLM writes its own questions: the recipe's probes are skipped, not an error
     assert active_probes(recipe) == {} and not any(src.startswith("geo-probe") for src, _ in produced_splits(recipe))
+
+
+def test_an_extra_detail_reaches_only_its_kinds_and_splits_and_changes_only_the_detail(seeds, result):
+    from pipelines.generate import DataRecipe, extra_detail
+    from pipelines.offline_inject import ExtraDetail
+    from seekhelp.config import RecipeError
+
+    extra = ExtraDetail("id", share=1.0, kinds=("underspecified",), splits=("train",))
+    res = inject(seeds, seed=0, extra=extra)
+    plain = {q.meta["seed_id"]: q for q in result.questions}
+    assert {q.meta["seed_id"] for q in res.questions} == set(plain)
+    changed = 0
+    for q in res.questions:
+        p = plain[q.meta["seed_id"]]
+        if q.id == p.id:
+            continue
+        changed += 1
+        assert q.meta["kind"] == "underspecified" and q.split == "train", q.question  # nowhere else
+        assert "passport number" in q.privacy_items[-1] and q.privacy_items[:-1] == p.privacy_items
+        if q.meta["register"] != "typos":  # everything but the passport sentence as composed
+            cut = re.compile(r" ?[^.?!]*\bpassport\b[^.?!]*\.", re.I)
+            assert cut.sub("", q.question) == p.question, (q.question, p.question)
+    drew_none = sum(q.meta["kind"] == "underspecified" and q.split == "train"
+                    and not any(m.startswith("detail:") for m in q.meta["members"]) for q in result.questions)
+    assert changed == drew_none > 20  # share 1.0: every one that drew no detail, and only those
+    half = inject(seeds, seed=0, extra=ExtraDetail("id", share=0.5))
+    n_half = sum(q.id != plain[q.meta["seed_id"]].id for q in half.questions)
+    assert 0.25 * drew_none < n_half < 0.75 * drew_none
+    recipe = DataRecipe()
+    assert extra_detail(recipe) is None
+    recipe.injection.extra_detail = {"detail": "id", "share": 0.5, "kinds": "underspecified"}
+    assert extra_detail(recipe) == ExtraDetail("id", 0.5, ("underspecified",), ("train",))
+    for bad, match in (({"detail": "address", "share": 0.5}, "none of the seen"), ({"detail": "id", "share": 2},
+                       "between 0 and 1"), ({"detail": "id", "share": 0.5, "kinds": ["chat"]}, "none of"),
+                       ({"detail": "id"}, "share")):
+        recipe.injection.extra_detail = bad
+        with pytest.raises(RecipeError, match=match):
+            extra_detail(recipe)
