@@ -180,7 +180,8 @@ class Injector:
             slots |= self._detail_values(rng, person["locale"])
         extra = self.extra
         if detail is None and extra and kind in extra.kinds and s.split in extra.splits:
-            own = random.Random(content_hash("extra-detail", self.seed, s.question, s.answers))  # the rest unchanged
+            # a draw of its own, so the rest is unchanged (its key is the one the screened arm in the README used)
+            own = random.Random(content_hash("supply-id", self.seed, s.question, s.answers))
             if own.random() < extra.share:
                 slots |= self._detail_values(own, person["locale"])
                 detail = _seen_detail(extra.detail, members, heldout_used)
