@@ -70,12 +70,19 @@ class ExtraDetail:
     splits: tuple[str, ...] = ("train",)
 
     def __post_init__(self) -> None:
-        if self.detail not in PROBE_DETAILS:
-            raise ValueError(f"detail {self.detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
+        check_seen_detail(self.detail)
         if not 0.0 <= self.share <= 1.0:
             raise ValueError(f"share {self.share!r} is not between 0 and 1")
         if bad := sorted(set(self.kinds) - set(KINDS)):
             raise ValueError(f"kinds {bad} are none of {list(KINDS)}")
+        if bad := sorted(set(self.splits) - {"train", "validation", "test"}):
+            raise ValueError(f"splits {bad} are none of train, validation, test")
+
+
+def check_seen_detail(detail: str) -> None:
+    """A probe or an extra detail uses a seen detail only: a held-out one would reach no training question."""
+    if detail not in PROBE_DETAILS:
+        raise ValueError(f"detail {detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
 
 
 @dataclass
@@ -108,8 +115,8 @@ class Injector:
 
     def __init__(self, seed: int = 0, detail: str | None = None, extra: ExtraDetail | None = None) -> None:
         self.seed, self.detail, self.extra = seed, detail, extra
-        if detail is not None and detail not in PROBE_DETAILS:
-            raise ValueError(f"detail {detail!r} is none of the seen sensitive details {list(PROBE_DETAILS)}")
+        if detail is not None:
+            check_seen_detail(detail)
         self._fakers = {loc: Faker(loc) for loc in LOCALES}
 
     def _person(self, rng: random.Random, public: str) -> dict[str, str]:

@@ -292,7 +292,7 @@ def test_an_extra_detail_reaches_only_its_kinds_and_splits_and_changes_only_the_
     assert extra_detail(recipe) == ExtraDetail("id", 0.5, ("underspecified",), ("train",))
     for bad, match in (({"detail": "address", "share": 0.5}, "none of the seen"), ({"detail": "id", "share": 2},
                        "between 0 and 1"), ({"detail": "id", "share": 0.5, "kinds": ["chat"]}, "none of"),
-                       ({"detail": "id"}, "share")):
+                       ({"detail": "id", "share": 0.5, "splits": ["trian"]}, "splits"), ({"detail": "id"}, "share")):
         recipe.injection.extra_detail = bad
         with pytest.raises(RecipeError, match=match):
             extra_detail(recipe)
